@@ -1,0 +1,49 @@
+"""datawheel: the user-data flywheel.
+
+serve -> log -> comply -> curate -> train -> gate -> release, and the wheel turns again.
+The names below are the public API (pinned by ``tests/test_public_api.py``).
+"""
+
+from datawheel.api.app import create_app
+from datawheel.client import Client, ClientError
+from datawheel.config import WorkspaceConfig, load_config
+from datawheel.cycle import run_cycle
+from datawheel.errors import (
+    Conflict,
+    ConfigError,
+    CycleError,
+    DatawheelError,
+    ImportDataError,
+    InvalidInput,
+    NotFound,
+    WorkspaceError,
+)
+from datawheel.settings import Settings
+from datawheel.simulate import Profile, Simulation, default_population
+from datawheel.workspace import Workspace, init_workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConfigError",
+    "Conflict",
+    "CycleError",
+    "DatawheelError",
+    "ImportDataError",
+    "InvalidInput",
+    "NotFound",
+    "Profile",
+    "Settings",
+    "Simulation",
+    "Workspace",
+    "WorkspaceConfig",
+    "WorkspaceError",
+    "__version__",
+    "create_app",
+    "default_population",
+    "init_workspace",
+    "load_config",
+    "run_cycle",
+]

@@ -1,0 +1,62 @@
+"""Dependencies shared by the routes: who is calling, and the workspace objects they act on.
+
+Two keys: the *app* key (the product's backend, acting for its users) and the
+*admin* key (operators). The admin key can do everything the app key can.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from datawheel.scheduler import CycleRunner
+from datawheel.serving import ModelServer
+from datawheel.workspace import Workspace
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _role(request: Request, creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None:
+        raise HTTPException(401, "missing key: send 'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    keys = request.app.state.keys
+    given = creds.credentials.encode()
+    if hmac.compare_digest(given, keys["admin"].encode()):
+        return "admin"
+    if hmac.compare_digest(given, keys["app"].encode()):
+        return "app"
+    raise HTTPException(401, "invalid key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def app_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    return _role(request, creds)
+
+
+def admin_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    role = _role(request, creds)
+    if role != "admin":
+        raise HTTPException(403, "this route needs the admin key")
+    return role
+
+
+def _ws(request: Request) -> Workspace:
+    return request.app.state.ws
+
+
+def _server(request: Request) -> ModelServer:
+    return request.app.state.server
+
+
+def _runner(request: Request) -> CycleRunner:
+    return request.app.state.runner
+
+
+AppKey = Annotated[str, Depends(app_role)]
+AdminKey = Annotated[str, Depends(admin_role)]
+WorkspaceDep = Annotated[Workspace, Depends(_ws)]
+ServerDep = Annotated[ModelServer, Depends(_server)]
+RunnerDep = Annotated[CycleRunner, Depends(_runner)]

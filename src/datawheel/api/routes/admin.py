@@ -1,0 +1,64 @@
+"""Operators' routes: cycles, the model registry, promotion and rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from datawheel.api.deps import AdminKey, RunnerDep, ServerDep, WorkspaceDep
+from datawheel.api.schemas import CycleStarted
+from datawheel.registry import Registry
+
+router = APIRouter(prefix="/v1", tags=["admin"])
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def cycle_json(row: dict) -> dict:
+    return {"cycle_id": row["id"], "status": row["status"], "trigger": row["trigger"], "decision": row["decision"],
+            "champion_version": row["champion_version"], "candidate_version": row["candidate_version"],
+            "snapshot_id": row["snapshot_id"], "report": row["report"], "error": row["error"],
+            "started_at": _iso(row["started_at"]), "finished_at": _iso(row["finished_at"])}
+
+
+@router.post("/cycles", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
+def start_cycle(_: AdminKey, runner: RunnerDep) -> CycleStarted:
+    return CycleStarted(cycle_id=runner.start("api"), status="running")
+
+
+@router.get("/cycles")
+def list_cycles(_: AdminKey, ws: WorkspaceDep) -> dict:
+    return {"cycles": [cycle_json(c) for c in ws.store.list_cycles()]}
+
+
+@router.get("/cycles/{cycle_id}")
+def get_cycle(cycle_id: str, _: AdminKey, ws: WorkspaceDep) -> dict:
+    return cycle_json(ws.store.get_cycle(cycle_id))
+
+
+@router.get("/models")
+def list_models(_: AdminKey, ws: WorkspaceDep) -> dict:
+    aliases: dict[int, list[str]] = {}
+    for name, version in ws.store.aliases().items():
+        aliases.setdefault(version, []).append(name)
+    return {"models": [{"version": m["version"], "aliases": sorted(aliases.get(m["version"], [])),
+                        "model_name": m["model_name"], "metrics": m["metrics"], "dataset": m["dataset_id"],
+                        "parent": m["parent"], "sha256": m["sha256"], "created_at": _iso(m["created_at"])}
+                       for m in ws.store.list_models()]}
+
+
+@router.post("/models/{version}/promote")
+def promote(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    aliases = Registry(ws).promote(version, actor="admin", reason="promoted by an operator")
+    server.refresh(force=True)
+    return {"aliases": aliases}
+
+
+@router.post("/rollback")
+def rollback(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    aliases = Registry(ws).rollback(actor="admin")
+    server.refresh(force=True)
+    return {"aliases": aliases}

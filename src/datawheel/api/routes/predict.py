@@ -1,0 +1,28 @@
+"""Predict with the champion, and log the interaction in the same request."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from datawheel.api.deps import AppKey, ServerDep, WorkspaceDep
+from datawheel.api.schemas import PredictIn, PredictOut
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+@router.post("/predict", response_model=PredictOut)
+def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, request: Request) -> PredictOut:
+    telemetry = request.app.state.telemetry
+    started = time.perf_counter()
+    item = ws.task.parse(body.input)
+    version, label, scores = server.predict(item)
+    record_id = ws.store.add_record(
+        user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
+        consent=body.consent.training if body.consent else None, predicted_label=label,
+        model_name="datawheel", model_version=str(version), meta=body.metadata)
+    telemetry.predictions.inc()
+    telemetry.records.labels("interaction").inc()
+    telemetry.predict_seconds.observe(time.perf_counter() - started)
+    return PredictOut(interaction_id=record_id, label=label, scores=scores, model_version=version)

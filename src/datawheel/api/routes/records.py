@@ -1,0 +1,60 @@
+"""Writes on the online path: interactions served elsewhere, feedback, donated examples.
+
+Each write is validated whole before anything is stored, and committed before
+the 2xx: an acknowledged write survives a crash.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from datawheel.api.deps import AppKey, RunnerDep, WorkspaceDep
+from datawheel.api.schemas import ContributionIn, Created, FeedbackIn, InteractionIn
+from datawheel.errors import InvalidInput
+
+router = APIRouter(prefix="/v1", tags=["records"])
+
+
+def check_label(label: str, labels: tuple[str, ...], field: str) -> str:
+    if label not in labels:
+        raise InvalidInput(f"unknown label {label[:64]!r}; expected one of {', '.join(labels)}", field=field)
+    return label
+
+
+@router.post("/interactions", response_model=Created, status_code=status.HTTP_201_CREATED)
+def log_interaction(body: InteractionIn, _: AppKey, ws: WorkspaceDep, request: Request) -> Created:
+    item = ws.task.parse(body.input)
+    check_label(body.output_label, ws.labels, "output_label")
+    record_id = ws.store.add_record(
+        user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
+        consent=body.consent.training if body.consent else None, predicted_label=body.output_label,
+        model_name=body.model_name, model_version=body.model_version, meta=body.metadata)
+    request.app.state.telemetry.records.labels("interaction").inc()
+    return Created(id=record_id)
+
+
+@router.post("/feedback", response_model=Created, status_code=status.HTTP_201_CREATED)
+def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, request: Request) -> Created:
+    if body.label is None and body.rating is None and body.comment is None:
+        raise InvalidInput("give at least one of label, rating or comment", field="body")
+    if body.label is not None:
+        check_label(body.label, ws.labels, "label")
+    feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
+                                        rating=body.rating, comment=body.comment)
+    kind = "correction" if body.label is not None else "rating" if body.rating is not None else "comment"
+    request.app.state.telemetry.feedback.labels(kind).inc()
+    if body.label is not None or body.rating == 1:
+        runner.note_labelled()
+    return Created(id=feedback_id)
+
+
+@router.post("/contributions", response_model=Created, status_code=status.HTTP_201_CREATED)
+def contribute(body: ContributionIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, request: Request) -> Created:
+    item = ws.task.parse(body.input)
+    check_label(body.label, ws.labels, "label")
+    record_id = ws.store.add_record(
+        user_id=body.user_id, kind="contribution", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
+        consent=body.consent.training, label=body.label, meta=body.metadata)
+    request.app.state.telemetry.records.labels("contribution").inc()
+    runner.note_labelled()
+    return Created(id=record_id)

@@ -1,0 +1,80 @@
+"""Request and response bodies. Strict types: a wrong type is the client's mistake, answered with 422."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+
+UserId = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.@:\-]+$")
+MetaValue = Union[StrictStr, StrictInt, StrictFloat, StrictBool, None]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Consent(_Body):
+    training: StrictBool
+
+
+class _WithMetadata(_Body):
+    metadata: Optional[dict[StrictStr, MetaValue]] = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if meta is None:
+            return meta
+        if len(meta) > 32:
+            raise ValueError("at most 32 keys")
+        for key, value in meta.items():
+            if len(key) > 64 or (isinstance(value, str) and len(value) > 1000):
+                raise ValueError(f"key {key[:64]!r}: keys are at most 64 and values at most 1000 characters")
+        return meta
+
+
+class PredictIn(_WithMetadata):
+    user_id: StrictStr = UserId
+    input: dict[StrictStr, Any]
+    consent: Optional[Consent] = None
+
+
+class PredictOut(BaseModel):
+    interaction_id: str
+    label: str
+    scores: dict[str, float]
+    model_version: int
+
+
+class InteractionIn(_WithMetadata):
+    user_id: StrictStr = UserId
+    input: dict[StrictStr, Any]
+    output_label: StrictStr
+    model_name: StrictStr = Field(min_length=1, max_length=256)
+    model_version: StrictStr = Field(min_length=1, max_length=64)
+    consent: Optional[Consent] = None
+
+
+class FeedbackIn(_Body):
+    interaction_id: StrictStr = Field(min_length=1, max_length=64)
+    user_id: StrictStr = UserId
+    label: Optional[StrictStr] = None
+    rating: Optional[Literal[-1, 1]] = None
+    comment: Optional[StrictStr] = Field(None, max_length=2000)
+
+
+class ContributionIn(_WithMetadata):
+    user_id: StrictStr = UserId
+    input: dict[StrictStr, Any]
+    label: StrictStr
+    consent: Consent
+
+
+class Created(BaseModel):
+    id: str
+
+
+class CycleStarted(BaseModel):
+    cycle_id: str
+    status: str

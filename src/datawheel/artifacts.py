@@ -1,0 +1,137 @@
+"""What flows between stages, and how an artifact's identity is computed.
+
+An artifact's id is a fingerprint of its inputs' ids, the stage name and the
+stage's config (as Hugging Face ``datasets`` fingerprints transforms), so the
+same inputs under the same settings always name the same artifact.
+Files are written to a temporary name and renamed into place: a reader never
+sees half an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def fingerprint(stage: str, inputs: list[str], config: Any) -> str:
+    payload = json.dumps({"stage": stage, "inputs": inputs, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, then rename: the file is either absent or whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_parquet(table: pa.Table, path: Path) -> str:
+    """Write a Parquet file atomically and return its sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Canonical item bytes with one label each: the seed set, the golden set, a snapshot's training view."""
+
+    inputs: list[bytes]
+    labels: list[str]
+    hashes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[bytes, str]]:
+        return iter(zip(self.inputs, self.labels))
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table({"input": pa.array(self.inputs, pa.binary()),
+                         "label": pa.array(self.labels, pa.string()),
+                         "content_hash": pa.array(self.hashes, pa.string())})
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> "LabelledSet":
+        return cls(table.column("input").to_pylist(), table.column("label").to_pylist(),
+                   table.column("content_hash").to_pylist())
+
+    @classmethod
+    def read(cls, path: Path) -> "LabelledSet":
+        return cls.from_arrow(pq.read_table(path, columns=["input", "label", "content_hash"]))
+
+    def __add__(self, other: "LabelledSet") -> "LabelledSet":
+        return LabelledSet(self.inputs + other.inputs, self.labels + other.labels, self.hashes + other.hashes)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A stage's judgement on one record: kept, or dropped with a reason code."""
+
+    record_id: str
+    stage: str
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The curated dataset of one cycle: one row per distinct item, with lineage to records and users."""
+
+    id: str
+    items: LabelledSet
+    confidence: list[float]
+    record_ids: list[list[str]]
+    user_ids: list[list[str]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_arrow(self, user_ref: Callable[[str], str]) -> pa.Table:
+        """The Parquet view; user ids are replaced by keyed pseudonyms (lineage lives in the store)."""
+        refs = [[user_ref(u) for u in users] for users in self.user_ids]
+        return self.items.to_arrow().append_column("confidence", pa.array(self.confidence, pa.float64())) \
+            .append_column("record_ids", pa.array(self.record_ids, pa.list_(pa.string()))) \
+            .append_column("user_refs", pa.array(refs, pa.list_(pa.string())))
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One label a user gave for one record: a correction, a confirmation or a donation."""
+
+    record_id: str
+    user_id: str
+    label: str
+    source: str  # contribution | correction | confirmation
+
+
+@dataclass(frozen=True)
+class LabelledRecord:
+    record_id: str
+    user_id: str
+    kind: str
+    content_hash: str
+    input: bytes
+    consent_at_creation: bool
+    consent_now: bool
+    created_at: datetime

@@ -1,0 +1,182 @@
+"""The operator's commands: thin wrappers over the package, with errors printed as one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from datawheel.errors import DatawheelError
+
+app = typer.Typer(help="datawheel: turn a product's users into its model's advantage.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: DatawheelError) -> None:
+    err.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _progress_bar(progress: Progress, description: str):
+    task_id = progress.add_task(description, total=None)
+
+    def update(epoch: int, epochs: int, stats: dict) -> None:
+        progress.update(task_id, total=epochs, completed=epoch,
+                        description=f"{description} loss {stats['loss']:.3f} acc {stats['train_accuracy']:.1%}")
+    return update
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=console)
+
+
+@app.command()
+def init(
+    workspace: Path = typer.Argument(..., help="folder to create"),
+    task: str = typer.Option(..., help="image-classification or text-classification"),
+    labels: str = typer.Option(..., help="comma-separated class labels"),
+    seed_data: Path = typer.Option(..., help="labelled bootstrap data: ImageFolder, .csv, .jsonl or .parquet"),
+    eval_data: Path = typer.Option(..., help="the frozen golden evaluation set, same formats"),
+    db: str = typer.Option("", help="SQLAlchemy URL of the store (default: SQLite inside the workspace)"),
+    model: str = typer.Option("", help="model name (default: the task's default)"),
+) -> None:
+    """Create a workspace, import the seed and golden sets, train model v1 and make it champion."""
+    from datawheel.workspace import init_workspace
+
+    try:
+        with _progress() as progress:
+            ws = init_workspace(workspace, task=task, labels=tuple(x.strip() for x in labels.split(",")),
+                                seed_data=seed_data, eval_data=eval_data, db_url=db, model_name=model,
+                                progress=_progress_bar(progress, "training v1"))
+    except DatawheelError as exc:
+        _fail(exc)
+    metrics = ws.store.get_model(1)["metrics"]
+    console.print(f"workspace ready at {ws.root}; model v1 is champion, golden accuracy {metrics['accuracy']:.1%}")
+    console.print(f"API keys are in {ws.root / 'secrets.json'} (mode 0600)")
+
+
+@app.command()
+def serve(
+    workspace: Path,
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    auto_cycle: int = typer.Option(0, help="start a cycle after every N new labelled records (0 = off)"),
+) -> None:
+    """Serve the champion over HTTP; cycles run beside it without blocking it."""
+    import uvicorn
+
+    from datawheel.api.app import create_app
+    from datawheel.settings import Settings
+    from datawheel.workspace import Workspace
+
+    try:
+        ws = Workspace.open(workspace)
+        settings = Settings(auto_cycle=auto_cycle) if auto_cycle else Settings()
+        api = create_app(ws, settings)
+    except DatawheelError as exc:
+        _fail(exc)
+    # No access log: request paths carry user ids, which are personal data.
+    uvicorn.run(api, host=host, port=port, access_log=False)
+
+
+@app.command()
+def cycle(workspace: Path) -> None:
+    """Run one turn of the wheel now: comply, curate, train, evaluate, release."""
+    from datawheel.cycle import run_cycle
+    from datawheel.workspace import Workspace
+
+    try:
+        ws = Workspace.open(workspace)
+        cycle_id = ws.store.start_cycle("cli")
+        with _progress() as progress:
+            report = run_cycle(ws, cycle_id, progress=_progress_bar(progress, "training candidate"))
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print_json(json.dumps({"cycle_id": cycle_id, **report}))
+
+
+@app.command()
+def models(workspace: Path) -> None:
+    """List model versions with their golden-set metrics and aliases."""
+    from datawheel.workspace import Workspace
+
+    try:
+        ws = Workspace.open(workspace)
+    except DatawheelError as exc:
+        _fail(exc)
+    aliases: dict[int, list[str]] = {}
+    for name, version in ws.store.aliases().items():
+        aliases.setdefault(version, []).append(name)
+    table = Table("version", "aliases", "model", "accuracy", "macro-F1", "dataset", "parent")
+    for m in ws.store.list_models():
+        table.add_row(f"v{m['version']}", ",".join(sorted(aliases.get(m["version"], []))), m["model_name"],
+                      f"{m['metrics']['accuracy']:.2%}", f"{m['metrics']['macro_f1']:.3f}",
+                      (m["dataset_id"] or "seed")[:12], str(m["parent"] or ""))
+    console.print(table)
+
+
+@app.command()
+def promote(workspace: Path, version: int) -> None:
+    """Make VERSION the champion (the current one becomes `previous`)."""
+    from datawheel.registry import Registry
+    from datawheel.workspace import Workspace
+
+    try:
+        aliases = Registry(Workspace.open(workspace)).promote(version, actor="cli", reason="promoted from the CLI")
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print(f"champion is now v{aliases['champion']}")
+
+
+@app.command()
+def rollback(workspace: Path) -> None:
+    """Swap `champion` and `previous`."""
+    from datawheel.registry import Registry
+    from datawheel.workspace import Workspace
+
+    try:
+        aliases = Registry(Workspace.open(workspace)).rollback(actor="cli")
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print(f"champion is now v{aliases['champion']}")
+
+
+@app.command()
+def erase(workspace: Path, user_id: str) -> None:
+    """Delete everything held about USER_ID and print the receipt."""
+    from datawheel.workspace import Workspace
+
+    try:
+        ws = Workspace.open(workspace)
+        receipt = ws.store.erase_user(user_id, ws.user_ref(user_id))
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(receipt))
+
+
+@app.command()
+def demo(
+    workdir: Optional[Path] = typer.Option(None, help="keep the demo workspace here instead of a temp folder"),
+    cycles: int = typer.Option(5, min=1),
+    interactions: int = typer.Option(300, min=1, help="product uses per cycle"),
+    users: int = typer.Option(40, min=4),
+) -> None:
+    """Turn the wheel on scikit-learn's handwritten digits with a simulated user population."""
+    from datawheel.demo import run_demo
+
+    try:
+        run_demo(workdir, cycles=cycles, interactions_per_cycle=interactions, users=users, console=console)
+    except DatawheelError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,105 @@
+"""The workspace config: one small TOML file that `datawheel init` writes.
+
+It is frozen into every artifact (snapshot, model) so a result can always be
+traced to the settings that made it. Unknown keys are an error naming the key,
+because a typo that silently falls back to a default is worse than a refusal.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datawheel.errors import ConfigError
+
+TaskName = Literal["image-classification", "text-classification"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkspaceSection(_Section):
+    task: TaskName
+    labels: tuple[str, ...]
+    #: SQLAlchemy URL; empty means the embedded SQLite file inside the workspace
+    db_url: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(labels) < 2:
+            raise ValueError("at least two labels are needed for classification")
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be distinct")
+        if any(not label.strip() for label in labels):
+            raise ValueError("labels must not be blank")
+        return labels
+
+
+class ModelSection(_Section):
+    name: str = ""  # empty: the task's default model
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+    threads: int = Field(1, ge=1, le=64)
+
+
+class CurationSection(_Section):
+    #: minimum posterior probability of the aggregated label for an item to be kept
+    min_confidence: float = Field(0.7, ge=0.0, le=1.0)
+    #: EM iterations of the label aggregation
+    em_iterations: int = Field(20, ge=1, le=500)
+    #: how strongly the champion's prediction acts as a prior on an item's label (0 = off)
+    model_prior_weight: float = Field(0.5, ge=0.0, le=5.0)
+
+
+class GateSection(_Section):
+    #: the candidate may be at most this much worse than the champion on overall accuracy and macro-F1
+    tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    #: ...and at most this much worse on any single class's recall
+    per_class_tolerance: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class CycleSection(_Section):
+    #: start a cycle automatically after this many new labelled records (0 = never)
+    auto_every: int = Field(0, ge=0)
+
+
+class WorkspaceConfig(_Section):
+    workspace: WorkspaceSection
+    model: ModelSection = ModelSection()
+    curation: CurationSection = CurationSection()
+    gate: GateSection = GateSection()
+    cycle: CycleSection = CycleSection()
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+
+def load_config(path: Path) -> WorkspaceConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; create a workspace with `datawheel init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict, source: str = "config") -> WorkspaceConfig:
+    try:
+        return WorkspaceConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None

@@ -1,0 +1,148 @@
+"""One turn of the wheel: comply -> curate -> train -> evaluate -> release.
+
+The only orchestrator. It loads each stage's inputs from the store, calls the
+stage, saves the output and records lineage; stages never touch the store.
+A cycle runs in its own process when started from the API (``python -m
+datawheel.cycle WS CYCLE_ID``) so serving never waits on training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from datawheel.artifacts import fingerprint, write_parquet
+from datawheel.registry import Registry
+from datawheel.stages.comply import comply
+from datawheel.stages.curate import CurateInput, curate
+from datawheel.stages.evaluate import gate
+from datawheel.stages.train import train
+from datawheel.tasks.base import predict_proba
+from datawheel.workspace import Workspace
+
+Progress = Callable[[int, int, dict], None]
+
+
+def _reasons(verdicts: list) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in verdicts:
+        if not v.accepted:
+            out[v.reason] = out.get(v.reason, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) -> dict:
+    """Run the stages for an already-started cycle row; marks it done or failed."""
+    store = ws.store
+    store.claim_cycle(cycle_id)
+    try:
+        report = _turn(ws, cycle_id, progress)
+    except BaseException as exc:
+        store.finish_cycle(cycle_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return report
+
+
+def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
+    t0 = time.perf_counter()
+    store, task, registry = ws.store, ws.task, Registry(ws)
+    cfg = ws.config
+
+    # comply
+    records, votes = store.labelled_records()
+    kept, comply_verdicts = comply(records)
+    kept_ids = {r.record_id for r in kept}
+    kept_votes = [v for v in votes if v.record_id in kept_ids]
+
+    # curate: anchors from the seed and golden sets, the champion's beliefs as a soft prior
+    champion_version = registry.champion_version()
+    champion = registry.load(champion_version)
+    seed, golden = ws.seed(), ws.golden()
+    anchors = {**dict(zip(seed.hashes, seed.labels)), **dict(zip(golden.hashes, golden.labels))}
+    unique: dict[str, bytes] = {}
+    for r in kept:
+        unique.setdefault(r.content_hash, r.input)
+    prior: dict[str, np.ndarray] = {}
+    if unique and cfg.curation.model_prior_weight > 0:
+        probs = predict_proba(champion.module, task.featurize([task.decode(b) for b in unique.values()]))
+        prior = dict(zip(unique, probs.numpy().astype(np.float64)))
+    data_id = hashlib.sha256("".join(sorted(f"{v.record_id}:{v.user_id}:{v.label};" for v in kept_votes))
+                             .encode()).hexdigest()
+    snapshot_id = fingerprint("curate", [data_id, f"champion-v{champion_version}"],
+                              cfg.curation.model_dump(mode="json"))
+    snapshot, curate_verdicts = curate(
+        CurateInput(kept, kept_votes, ws.labels, anchors, frozenset(golden.hashes), prior),
+        decode=task.decode, is_blank=task.is_blank, min_confidence=cfg.curation.min_confidence,
+        em_iterations=cfg.curation.em_iterations, model_prior_weight=cfg.curation.model_prior_weight,
+        snapshot_id=snapshot_id)
+    store.save_verdicts(cycle_id, [(v.record_id, v.stage, "accepted" if v.accepted else "rejected", v.reason)
+                                   for v in comply_verdicts + curate_verdicts])
+    # Same inputs, same config, same fingerprint: an identical snapshot is reused, never rewritten.
+    if not store.has_snapshot(snapshot.id):
+        path = ws.snapshot_path(snapshot.id)
+        sha = write_parquet(snapshot.to_arrow(ws.user_ref), path)
+        user_of = {r.record_id: r.user_id for r in kept}
+        store.save_snapshot(snapshot_id=snapshot.id, cycle_id=cycle_id, path=str(path.relative_to(ws.root)),
+                            sha256=sha, rows=len(snapshot.items),
+                            members=[(rid, user_of[rid]) for rids in snapshot.record_ids for rid in rids])
+
+    # train
+    candidate = train(task, seed + snapshot.items, ws.labels, cfg.model, progress)
+
+    # evaluate
+    cand_metrics = registry.evaluate(candidate.module, golden)
+    champ_metrics = registry.evaluate(champion.module, golden)
+    decision = gate(cand_metrics, champ_metrics, cfg.gate)
+    version = registry.register(candidate, cand_metrics, dataset_id=snapshot.id, parent=champion_version,
+                                cycle_id=cycle_id)
+
+    # release
+    if decision.promote:
+        registry.promote(version, actor="cycle", reason="; ".join(decision.reasons))
+    new_champion = version if decision.promote else champion_version
+    rejected = {**_reasons(comply_verdicts), **_reasons(curate_verdicts)}
+    report = {
+        "records_in": len(records),
+        "accepted": sum(len(r) for r in snapshot.record_ids),
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": rejected,
+        "snapshot": {"id": snapshot.id, "items": len(snapshot.items), **snapshot.stats},
+        "trained_on": len(seed) + len(snapshot.items),
+        "candidate_version": version,
+        "candidate_metrics": cand_metrics,
+        "champion_metrics_before": champ_metrics,
+        "decision": decision.name,
+        "decision_reasons": decision.reasons,
+        "champion_version": new_champion,
+        "champion_accuracy": cand_metrics["accuracy"] if decision.promote else champ_metrics["accuracy"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    store.finish_cycle(cycle_id, status="done", decision=decision.name, champion_version=new_champion,
+                       candidate_version=version, snapshot_id=snapshot.id, report=report)
+    return report
+
+
+def spawn_cycle(ws_root: Path, cycle_id: str) -> subprocess.Popen:
+    """Run a started cycle in a child process, so serving keeps its cores' attention."""
+    return subprocess.Popen([sys.executable, "-m", "datawheel.cycle", str(ws_root), cycle_id],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main(argv: list[str]) -> int:
+    ws = Workspace.open(argv[0])
+    try:
+        run_cycle(ws, argv[1])
+    except Exception as exc:  # the failure is recorded on the cycle row; exit non-zero for the parent
+        print(f"cycle {argv[1]} failed: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""Reading a team's labelled bootstrap data: ImageFolder, CSV, JSONL or Parquet.
+
+Every error names the file and the line (or row) so the team can fix its data,
+and nothing is returned until the whole file has been read: an import either
+yields a complete set or fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+
+from datawheel.artifacts import LabelledSet
+from datawheel.errors import ImportDataError, InvalidInput
+from datawheel.tasks.base import Task
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledSet:
+    path = Path(path)
+    if not path.exists():
+        raise ImportDataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        rows = _image_folder(path)
+    elif path.suffix.lower() == ".csv":
+        rows = _csv_rows(path)
+    elif path.suffix.lower() in {".jsonl", ".ndjson"}:
+        rows = _jsonl_rows(path)
+    elif path.suffix.lower() == ".parquet":
+        rows = _parquet_rows(path)
+    else:
+        raise ImportDataError(f"{path}: unsupported format; use an ImageFolder directory, .csv, .jsonl or .parquet")
+    allowed = set(labels)
+    inputs, out_labels, hashes = [], [], []
+    for where, row, base in rows:
+        label = row.get("label")
+        if label is None or str(label).strip() == "":
+            raise ImportDataError(f"{where}: missing label")
+        label = str(label)
+        if label not in allowed:
+            raise ImportDataError(f"{where}: unknown label {label!r}; the workspace's labels are {', '.join(labels)}")
+        try:
+            item = _parse_row(row, task, base, where)
+        except InvalidInput as exc:
+            raise ImportDataError(f"{where}: {exc}") from None
+        data = task.encode(item)
+        inputs.append(data)
+        out_labels.append(label)
+        hashes.append(task.content_hash(item))
+    if not inputs:
+        raise ImportDataError(f"{path}: no labelled examples found")
+    return LabelledSet(inputs, out_labels, hashes)
+
+
+def _parse_row(row: dict[str, Any], task: Task, base: Path, where: str) -> Any:
+    if "file" in row:
+        return task.parse_file(row["file"])
+    if row.get("text") is not None:
+        return task.parse({"text": row["text"]})
+    image = row.get("image")
+    if isinstance(image, (bytes, bytearray)):
+        return task.parse({"image": base64.b64encode(image).decode()})
+    if isinstance(image, str) and image:
+        return task.parse_file(base / image)
+    raise ImportDataError(f"{where}: needs a 'text' or an 'image' column")
+
+
+def _image_folder(root: Path) -> Iterator[tuple[str, dict, Path]]:
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(label_dir.iterdir()):
+            if f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or f.suffix.lower() == ".txt"):
+                yield str(f), {"label": label_dir.name, "file": f}, root
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "label" not in reader.fieldnames:
+                raise ImportDataError(f"{path}:1: header must name a 'label' column and a 'text' or 'image' column")
+            for row in reader:
+                yield f"{path}:{reader.line_num}", row, path.parent
+    except UnicodeDecodeError:
+        raise ImportDataError(f"{path}: not UTF-8 text") from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ImportDataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise ImportDataError(f"{path}:{n}: each line must be a JSON object")
+                yield f"{path}:{n}", row, path.parent
+    except UnicodeDecodeError:
+        raise ImportDataError(f"{path}: not UTF-8 text") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise ImportDataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    if "label" not in table.column_names:
+        raise ImportDataError(f"{path}: needs a 'label' column and a 'text' or 'image' column")
+    for n, row in enumerate(table.to_pylist()):
+        yield f"{path}: row {n}", row, path.parent

@@ -1,0 +1,96 @@
+"""The model registry: versioned artifacts with checksums, golden-set metrics, lineage and aliases.
+
+An artifact stores the config that produced it (as nanoGPT checkpoints do), so
+a model file alone says what it is. Loading verifies the sha256 recorded at
+registration: a tampered or truncated file is refused rather than served.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
+from datawheel.errors import WorkspaceError
+from datawheel.stages import release
+from datawheel.stages.evaluate import classification_metrics
+from datawheel.stages.train import TrainedModel, train
+from datawheel.tasks.base import predict_proba
+from datawheel.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    model_name: str
+    module: nn.Module
+
+
+class Registry:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.store = ws.store
+
+    def evaluate(self, module: nn.Module, data: LabelledSet) -> dict:
+        task = self.ws.task
+        index = {lab: j for j, lab in enumerate(self.ws.labels)}
+        probs = predict_proba(module, task.featurize([task.decode(b) for b in data.inputs]))
+        y_true = np.array([index[lab] for lab in data.labels])
+        return classification_metrics(y_true, probs.argmax(1).numpy(), self.ws.labels)
+
+    def register(self, trained: TrainedModel, metrics: dict, *, dataset_id: str | None, parent: int | None,
+                 cycle_id: str | None) -> int:
+        version = self.store.next_model_version()
+        buf = io.BytesIO()
+        torch.save({"format": 1, "task": self.ws.task.name, "labels": list(self.ws.labels),
+                    "model_name": trained.model_name, "config": self.ws.config.model_dump(mode="json"),
+                    "state_dict": trained.module.state_dict()}, buf)
+        path = self.ws.model_path(version)
+        atomic_write_bytes(path, buf.getvalue())
+        self.store.add_model(version=version, model_name=trained.model_name,
+                             path=str(path.relative_to(self.ws.root)), sha256=sha256_file(path),
+                             metrics=metrics, dataset_id=dataset_id, parent=parent, cycle_id=cycle_id,
+                             train_info=trained.info)
+        return version
+
+    def load(self, version: int) -> LoadedModel:
+        row = self.store.get_model(version)
+        path = self.ws.root / row["path"]
+        if not path.is_file() or sha256_file(path) != row["sha256"]:
+            raise WorkspaceError(f"model v{version}: artifact {path.name} is missing or fails its sha256 check")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        module = self.ws.task.build_model(blob["model_name"], len(blob["labels"]))
+        module.load_state_dict(blob["state_dict"])
+        module.eval()
+        return LoadedModel(version, blob["model_name"], module)
+
+    def champion_version(self) -> int:
+        aliases = self.store.aliases()
+        if "champion" not in aliases:
+            raise WorkspaceError("the workspace has no champion model; was `datawheel init` completed?")
+        return aliases["champion"]
+
+    def promote(self, version: int, actor: str, reason: str) -> dict[str, int]:
+        self.store.get_model(version)  # raises NotFound for an unknown version
+        new = release.promote(self.store.aliases(), version)
+        self.store.set_aliases(new, actor, "promotion", {"version": version, "reason": reason})
+        return new
+
+    def rollback(self, actor: str) -> dict[str, int]:
+        new = release.rollback(self.store.aliases())
+        self.store.set_aliases(new, actor, "rollback", {"version": new["champion"]})
+        return new
+
+    def bootstrap(self, seed: LabelledSet, golden: LabelledSet,
+                  progress: Callable[[int, int, dict], None] | None = None) -> int:
+        """Train model v1 on the seed set and make it champion."""
+        trained = train(self.ws.task, seed, self.ws.labels, self.ws.config.model, progress)
+        version = self.register(trained, self.evaluate(trained.module, golden), dataset_id=None, parent=None,
+                                cycle_id=None)
+        self.promote(version, actor="init", reason="model trained on the seed set at init")
+        return version

@@ -1,0 +1,53 @@
+"""Serving the champion, and swapping it without a restart or a failed request.
+
+The loaded model lives in one attribute. A request reads that attribute once
+and uses what it got to the end, so a swap (a plain reference assignment,
+atomic in CPython) can happen at any moment: requests in flight finish on the
+old model, the next ones see the new one. The new model is fully loaded and
+checksum-verified before it is published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+
+from datawheel.registry import LoadedModel, Registry
+from datawheel.tasks.base import predict_proba
+from datawheel.workspace import Workspace
+
+
+class ModelServer:
+    def __init__(self, ws: Workspace, refresh_interval: float = 1.0) -> None:
+        self.ws = ws
+        self.registry = Registry(ws)
+        self.refresh_interval = refresh_interval
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._current: LoadedModel = self.registry.load(self.registry.champion_version())
+
+    @property
+    def current(self) -> LoadedModel:
+        return self._current
+
+    def refresh(self, force: bool = False) -> LoadedModel:
+        """Swap to the registry's champion if it changed (another process may have promoted one)."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.refresh_interval:
+            return self._current
+        with self._lock:
+            self._checked_at = now
+            version = self.registry.champion_version()
+            if version != self._current.version:
+                self._current = self.registry.load(version)
+        return self._current
+
+    def predict(self, item: Any) -> tuple[int, str, dict[str, float]]:
+        loaded = self.refresh()
+        probs = predict_proba(loaded.module, self.ws.task.featurize([item]))[0]  # [n_classes]
+        labels = self.ws.labels
+        top = int(torch.argmax(probs))
+        return loaded.version, labels[top], {lab: round(float(p), 6) for lab, p in zip(labels, probs)}

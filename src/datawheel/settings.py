@@ -1,0 +1,35 @@
+"""Service settings: one typed object, built by the CLI or the app factory, never at import time.
+
+Keys come from ``DATAWHEEL_APP_KEY`` / ``DATAWHEEL_ADMIN_KEY`` when set, else
+from the workspace's ``secrets.json`` (written by ``init`` with mode 0600).
+Placeholder keys are refused: a guessable key is worse than none.
+"""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "test", "key", "xxx"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATAWHEEL_", extra="ignore")
+
+    app_key: str = ""
+    admin_key: str = ""
+    #: largest request body accepted, in bytes
+    max_body_bytes: int = 2 * 1024 * 1024
+    #: start a cycle after this many new labelled records (0 = only on request)
+    auto_cycle: int = 0
+    #: seconds between checks for a champion promoted by another process
+    refresh_interval: float = 1.0
+    #: run cycles in a child process (the default) or in a thread of the server (tests)
+    cycle_in_subprocess: bool = True
+
+    @field_validator("app_key", "admin_key")
+    @classmethod
+    def _not_placeholder(cls, key: str) -> str:
+        if key and (key.lower() in PLACEHOLDERS or len(key) < 16):
+            raise ValueError("must be a real secret of at least 16 characters, not a placeholder")
+        return key

@@ -1,0 +1,62 @@
+"""The evaluation gate: a candidate replaces the champion only if it is not worse on the golden set.
+
+Both models are scored on the same frozen golden set. The candidate must not
+lose more than ``tolerance`` on accuracy or macro-F1, nor more than
+``per_class_tolerance`` on any class's recall: an overall gain bought by
+abandoning one class is a regression for the users of that class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datawheel.config import GateSection
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
+    k = len(labels)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_recall": {labels[j]: float(recall[j]) for j in range(k) if present[j]},
+        "n": int(cm.sum()),
+    }
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "promoted" if self.promote else "rejected"
+
+
+def gate(candidate: dict, champion: dict, policy: GateSection) -> Decision:
+    reasons: list[str] = []
+    for key in ("accuracy", "macro_f1"):
+        delta = candidate[key] - champion[key]
+        if delta < -policy.tolerance:
+            reasons.append(f"{key} fell by {-delta:.4f} (> tolerance {policy.tolerance})")
+    for label, champ_recall in champion["per_class_recall"].items():
+        delta = candidate["per_class_recall"].get(label, 0.0) - champ_recall
+        if delta < -policy.per_class_tolerance:
+            reasons.append(f"recall of class {label!r} fell by {-delta:.4f} "
+                           f"(> per-class tolerance {policy.per_class_tolerance})")
+    if reasons:
+        return Decision(False, reasons)
+    return Decision(True, [f"accuracy {champion['accuracy']:.4f} -> {candidate['accuracy']:.4f}, "
+                           f"macro-F1 {champion['macro_f1']:.4f} -> {candidate['macro_f1']:.4f}, "
+                           "no class beyond tolerance"])

@@ -1,0 +1,76 @@
+"""The contract every task implements, small enough to remember.
+
+A task owns everything that depends on the kind of input: turning a request's
+``input`` object into a canonical item, the bytes that item is stored as, the
+tensor a model eats, and the models that can eat it. Everything downstream
+(store, stages, serving) handles items only through this interface, so adding a
+task never touches the wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+class Task(ABC):
+    """One kind of input and the models for it.
+
+    Items are canonical and hashable through :meth:`encode`: two requests that
+    mean the same input produce the same bytes, which is what makes exact
+    de-duplication by content hash work.
+    """
+
+    name: str
+    #: model names accepted by :meth:`build_model`; the first is the default
+    models: tuple[str, ...]
+
+    @abstractmethod
+    def parse(self, payload: Mapping[str, Any]) -> Any:
+        """Validate a request's ``input`` object and return the canonical item.
+
+        Raises :class:`datawheel.errors.InvalidInput` naming the offending field.
+        """
+
+    @abstractmethod
+    def parse_file(self, path: Path) -> Any:
+        """Read one item from a file referenced by an import (an image path)."""
+
+    @abstractmethod
+    def encode(self, item: Any) -> bytes:
+        """Canonical bytes of an item: what the store keeps and hashes."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> Any:
+        """Inverse of :meth:`encode`."""
+
+    @abstractmethod
+    def is_blank(self, item: Any) -> bool:
+        """True for an input that carries no signal (empty text, a blank image)."""
+
+    @abstractmethod
+    def featurize(self, items: Sequence[Any]) -> torch.Tensor:
+        """Stack items into the batch tensor the task's models take."""
+
+    @abstractmethod
+    def build_model(self, name: str, n_classes: int) -> nn.Module:
+        """A freshly initialised model; ``name`` is one of :attr:`models`."""
+
+    def content_hash(self, item: Any) -> str:
+        """Identity of an item's content, used for de-duplication and lineage."""
+        return hashlib.sha256(self.encode(item)).hexdigest()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities [N, n_classes], in eval mode, in batches so memory stays flat."""
+    model.eval()
+    if len(features) == 0:
+        return torch.zeros((0, 0))
+    out = [torch.softmax(model(features[i:i + batch_size]), dim=1) for i in range(0, len(features), batch_size)]
+    return torch.cat(out)

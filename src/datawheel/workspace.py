@@ -1,0 +1,168 @@
+"""A workspace: one folder holding the config, the keys, the seed and golden sets, snapshots and models.
+
+::
+
+    WS/
+      datawheel.toml      the workspace config (task, labels, model, gate, curation)
+      secrets.json        app/admin keys and the pseudonym key, mode 0600
+      datawheel.db        the embedded SQLite store (unless the config names another URL)
+      data/seed.parquet   the team's labelled bootstrap set
+      data/golden.parquet the frozen evaluation set, never trained on
+      snapshots/          one immutable Parquet file per curated dataset
+      models/             one artifact per model version
+
+``init`` builds everything in a temporary sibling folder and renames it into
+place only when model v1 is champion, so a failed init leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets as pysecrets
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from datawheel.artifacts import LabelledSet, write_parquet
+from datawheel.config import WorkspaceConfig, load_config, parse_config
+from datawheel.errors import WorkspaceError
+from datawheel.store import tables
+from datawheel.store.queries import Store
+from datawheel.tasks import get_task
+from datawheel.tasks.base import Task
+
+CONFIG_FILE = "datawheel.toml"
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    app_key: str
+    admin_key: str
+    pseudonym_key: str
+
+    @classmethod
+    def generate(cls) -> "Secrets":
+        return cls(pysecrets.token_urlsafe(32), pysecrets.token_urlsafe(32), pysecrets.token_hex(32))
+
+
+class Workspace:
+    def __init__(self, root: Path, config: WorkspaceConfig, secrets: Secrets) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.secrets = secrets
+
+    @classmethod
+    def open(cls, root: Path | str) -> "Workspace":
+        root = Path(root)
+        if not (root / CONFIG_FILE).is_file():
+            raise WorkspaceError(f"{root}: not a datawheel workspace (no {CONFIG_FILE}); "
+                                 "create one with `datawheel init`")
+        try:
+            raw = json.loads((root / SECRETS_FILE).read_text())
+            secrets = Secrets(**raw)
+        except (OSError, ValueError, TypeError):
+            raise WorkspaceError(f"{root / SECRETS_FILE}: missing or unreadable; the workspace is incomplete") from None
+        return cls(root, load_config(root / CONFIG_FILE), secrets)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.config.workspace.labels
+
+    @property
+    def db_url(self) -> str:
+        return self.config.workspace.db_url or f"sqlite:///{(self.root / 'datawheel.db').resolve()}"
+
+    @cached_property
+    def task(self) -> Task:
+        return get_task(self.config.workspace.task)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store.open(self.db_url)
+
+    def seed(self) -> LabelledSet:
+        return LabelledSet.read(self.root / "data" / "seed.parquet")
+
+    def golden(self) -> LabelledSet:
+        return LabelledSet.read(self.root / "data" / "golden.parquet")
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        return self.root / "snapshots" / f"{snapshot_id}.parquet"
+
+    def model_path(self, version: int) -> Path:
+        return self.root / "models" / f"v{version}.pt"
+
+    def user_ref(self, user_id: str) -> str:
+        """A keyed pseudonym of a user id: stable within the workspace, not reversible without its key."""
+        return hmac.new(self.secrets.pseudonym_key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed_data: Path, eval_data: Path,
+                   db_url: str = "", model_name: str = "", epochs: int | None = None,
+                   progress: Callable[[int, int, dict], None] | None = None) -> Workspace:
+    from datawheel.importers import load_labelled
+    from datawheel.registry import Registry
+
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
+    raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
+    model: dict = {}
+    if model_name:
+        model["name"] = model_name
+    if epochs is not None:
+        model["epochs"] = epochs
+    if model:
+        raw["model"] = model
+    config = parse_config(raw, source="init options")
+    the_task = get_task(task)
+    if config.model.name and config.model.name not in the_task.models:
+        raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
+                             f"choose one of {', '.join(the_task.models)}")
+    seed = load_labelled(Path(seed_data), the_task, config.workspace.labels)
+    golden = load_labelled(Path(eval_data), the_task, config.workspace.labels)
+    # Keep the golden set honest: an item in both sets stays only in the golden set.
+    golden_hashes = set(golden.hashes)
+    keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
+    if not keep:
+        raise WorkspaceError(f"{seed_data}: every seed example is also in the evaluation set")
+    seed = LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep], [seed.hashes[i] for i in keep])
+
+    staging = root.with_name(f".{root.name}.init-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    created_external_tables = False
+    store: Store | None = None
+    try:
+        (staging / "data").mkdir(parents=True)
+        write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
+        write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
+        (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+        secrets = Secrets.generate()
+        fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(secrets.__dict__, fh)
+        ws = Workspace(staging, config, secrets)
+        store = ws.store
+        if db_url:
+            with store.engine.connect() as conn:
+                if conn.dialect.has_table(conn, "models"):
+                    raise WorkspaceError("the database at --db already holds a datawheel workspace")
+            created_external_tables = True
+        tables.metadata.create_all(store.engine)
+        Registry(ws).bootstrap(seed, golden, progress=progress)
+        store.close()
+        staging.rename(root)
+    except BaseException:
+        if store is not None:
+            if created_external_tables:
+                tables.metadata.drop_all(store.engine)
+            store.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Workspace.open(root)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a digits workspace built once per session and copied per test, so tests stay fast and isolated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from datawheel.api.app import create_app
+from datawheel.demo import LABELS, DigitSplits, digit_splits, write_image_folder
+from datawheel.settings import Settings
+from datawheel.workspace import Workspace, init_workspace
+
+APP_KEY = "app-key-for-tests-0123456789"
+ADMIN_KEY = "admin-key-for-tests-0123456789"
+
+
+@pytest.fixture(scope="session")
+def splits() -> DigitSplits:
+    return digit_splits()
+
+
+@pytest.fixture(scope="session")
+def image_dirs(tmp_path_factory: pytest.TempPathFactory, splits: DigitSplits) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("digits")
+    return write_image_folder(base / "seed", splits.seed), write_image_folder(base / "golden", splits.golden)
+
+
+@pytest.fixture(scope="session")
+def template_ws(tmp_path_factory: pytest.TempPathFactory, image_dirs: tuple[Path, Path]) -> Path:
+    root = tmp_path_factory.mktemp("template") / "ws"
+    ws = init_workspace(root, task="image-classification", labels=LABELS, seed_data=image_dirs[0],
+                        eval_data=image_dirs[1], epochs=15)
+    ws.store.close()
+    return root
+
+
+@pytest.fixture
+def ws(tmp_path: Path, template_ws: Path) -> Workspace:
+    root = tmp_path / "ws"
+    shutil.copytree(template_ws, root)
+    workspace = Workspace.open(root)
+    yield workspace
+    workspace.store.close()
+
+
+def make_client(ws: Workspace, **settings: object) -> TestClient:
+    app = create_app(ws, Settings(app_key=APP_KEY, admin_key=ADMIN_KEY, cycle_in_subprocess=False, **settings))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(ws: Workspace) -> TestClient:
+    with make_client(ws) as c:
+        yield c
+
+
+APP = {"Authorization": f"Bearer {APP_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -1,0 +1,234 @@
+"""The API through its HTTP interface: the happy paths, and every kind of client mistake answered with a 4xx."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import ADMIN, APP, make_client
+from datawheel.store.queries import Store
+from datawheel.tasks.image import to_png_base64
+
+
+def digit_input(splits, n: int = 0) -> dict:
+    return {"image": to_png_base64(splits.pool[n][0])}
+
+
+def predict(client, splits, user="u1", n=0, consent=True):
+    resp = client.post("/v1/predict", headers=APP,
+                       json={"user_id": user, "input": digit_input(splits, n), "consent": {"training": consent}})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def record_count(ws) -> int:
+    from sqlalchemy import func, select
+
+    from datawheel.store import tables
+
+    with ws.store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(tables.records)).scalar_one()
+
+
+def test_predict_answers_and_logs_the_interaction(client, splits, ws):
+    """A prediction returns a label, a probability per label and the model version, and is stored durably."""
+    out = predict(client, splits)
+    assert out["label"] in ws.labels and out["model_version"] == 1
+    assert set(out["scores"]) == set(ws.labels) and sum(out["scores"].values()) == pytest.approx(1, abs=1e-4)
+    # durable: a brand-new connection to the database sees it
+    fresh = Store.open(ws.db_url)
+    data = fresh.user_data("u1", decode=lambda b: None)
+    fresh.close()
+    assert [r["id"] for r in data["records"]] == [out["interaction_id"]]
+
+
+def test_pixels_input_is_accepted(client, splits):
+    """A 2-D pixel array is an alternative to an encoded image."""
+    resp = client.post("/v1/predict", headers=APP,
+                       json={"user_id": "u1", "input": {"pixels": splits.pool[0][0].tolist()}})
+    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"user_id": "u1", "input": {"image": "not base64!!"}}, "input.image"),
+    ({"user_id": "u1", "input": {"image": base64.b64encode(b"hello").decode()}}, "input.image"),
+    ({"user_id": "u1", "input": {"pixels": [[1, 2], [3]]}}, "input.pixels"),
+    ({"user_id": "u1", "input": {"pixels": [[[1]]]}}, "input.pixels"),
+    ({"user_id": "u1", "input": {"text": "hi"}}, "input"),
+    ({"user_id": "u1", "input": {}}, "input"),
+    ({"user_id": 5, "input": {"pixels": [[1]]}}, "user_id"),
+    ({"user_id": "", "input": {"pixels": [[1]]}}, "user_id"),
+    ({"user_id": "u1"}, "input"),
+    ({"user_id": "u1", "input": {"pixels": [[1]]}, "consent": {"training": "yes"}}, "consent.training"),
+    ({"user_id": "u1", "input": {"pixels": [[1]]}, "surprise": 1}, "surprise"),
+])
+def test_bad_predict_input_is_a_4xx_naming_the_field_and_stores_nothing(client, ws, body, field):
+    """Malformed base64, wrong shapes, wrong types and unknown fields get a 422 that names the field."""
+    resp = client.post("/v1/predict", headers=APP, json=body)
+    assert resp.status_code == 422, resp.text
+    assert field in resp.json()["detail"]
+    assert record_count(ws) == 0
+
+
+def test_malformed_json_and_oversized_bodies_are_4xx(ws):
+    """Invalid JSON is a 422; a body over the limit is a 413, with or without Content-Length."""
+    with make_client(ws, max_body_bytes=1000) as client:
+        assert client.post("/v1/predict", headers={**APP, "Content-Type": "application/json"},
+                           content=b"{not json").status_code == 422
+        big = {"user_id": "u1", "input": {"pixels": [[0] * 500] * 5}}
+        assert client.post("/v1/predict", headers=APP, json=big).status_code == 413
+
+        def chunks():
+            yield b'{"user_id": "u1", "input": {"pixels": ['
+            for _ in range(100):
+                yield b"[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"
+            yield b"[0]]}}"
+        resp = client.post("/v1/predict", headers={**APP, "Content-Type": "application/json"}, content=chunks())
+        assert resp.status_code == 413
+    assert record_count(ws) == 0
+
+
+def test_keys_are_required_and_roles_enforced(client):
+    """No key is 401, a wrong key is 401, the app key cannot reach admin routes (403)."""
+    assert client.post("/v1/predict", json={}).status_code == 401
+    assert client.post("/v1/predict", headers={"Authorization": "Bearer nope"}, json={}).status_code == 401
+    assert client.get("/v1/models", headers=APP).status_code == 403
+    assert client.get("/v1/models", headers=ADMIN).status_code == 200
+
+
+def test_feedback_validation_and_user_isolation(client, splits):
+    """Feedback needs a known label, an existing interaction, and the interaction's own user."""
+    iid = predict(client, splits, user="alice")["interaction_id"]
+    ok = client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "alice", "label": "3"})
+    assert ok.status_code == 201
+    bad_label = client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "alice",
+                                                               "label": "eleven"})
+    assert bad_label.status_code == 422 and "label" in bad_label.json()["detail"]
+    assert client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "alice",
+                                                          "rating": 5}).status_code == 422
+    assert client.post("/v1/feedback", headers=APP, json={"interaction_id": iid,
+                                                          "user_id": "alice"}).status_code == 422
+    other = client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "mallory", "label": "1"})
+    missing = client.post("/v1/feedback", headers=APP, json={"interaction_id": "0" * 32, "user_id": "alice",
+                                                            "label": "1"})
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["detail"] == missing.json()["detail"].replace("0" * 32, iid)
+
+
+def test_contributions_and_external_interactions(client, splits):
+    """Donated examples and interactions served by the product's own model are recorded with their labels."""
+    c = client.post("/v1/contributions", headers=APP, json={"user_id": "bob", "input": digit_input(splits, 1),
+                                                            "label": "7", "consent": {"training": True}})
+    assert c.status_code == 201
+    i = client.post("/v1/interactions", headers=APP, json={"user_id": "bob", "input": digit_input(splits, 2),
+                                                           "output_label": "4", "model_name": "theirs",
+                                                           "model_version": "2.1"})
+    assert i.status_code == 201
+    assert client.post("/v1/contributions", headers=APP, json={"user_id": "bob", "input": digit_input(splits, 1),
+                                                               "label": "x", "consent": {"training": True}}
+                       ).status_code == 422
+    assert client.post("/v1/contributions", headers=APP, json={"user_id": "bob", "input": digit_input(splits, 1),
+                                                               "label": "7"}).status_code == 422
+    data = client.get("/v1/users/bob/data", headers=APP).json()
+    assert sorted((r["kind"], r["label"] or r["predicted_label"]) for r in data["records"]) == [
+        ("contribution", "7"), ("interaction", "4")]
+    assert len(data["records"][0]["input"]["pixels"]) == 28
+
+
+def test_user_data_is_scoped_to_the_user(client, splits):
+    """A user's export holds only that user's records; an unknown user is a 404."""
+    predict(client, splits, user="alice", n=0)
+    predict(client, splits, user="bob", n=1)
+    alice = client.get("/v1/users/alice/data", headers=APP).json()
+    assert alice["user_id"] == "alice" and len(alice["records"]) == 1
+    assert client.get("/v1/users/nobody/data", headers=APP).status_code == 404
+    assert client.get("/v1/users/bad%20id/data", headers=APP).status_code == 422
+
+
+def test_consent_change_is_recorded_with_history(client):
+    """Consent is set per user, and each change is kept in the user's history."""
+    assert client.put("/v1/users/carol/consent", headers=APP, json={"training": True}).json()["consent"] == {
+        "training": True}
+    client.put("/v1/users/carol/consent", headers=APP, json={"training": False})
+    data = client.get("/v1/users/carol/data", headers=APP).json()
+    assert data["consent"] == {"training": False}
+    assert [e["granted"] for e in data["consent_history"]] == [True, False]
+    assert client.put("/v1/users/carol/consent", headers=APP, json={"training": 1}).status_code == 422
+
+
+def test_erasure_deletes_everything_and_returns_a_receipt(client, splits, ws):
+    """After DELETE the user's records and feedback are gone and the receipt counts them."""
+    iid = predict(client, splits, user="dave")["interaction_id"]
+    client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "dave", "label": "2"})
+    receipt = client.delete("/v1/users/dave", headers=APP).json()
+    assert receipt["records_deleted"] == 1 and receipt["feedback_deleted"] == 1
+    assert receipt["model_versions_trained_on_user_data"] == []
+    assert client.get("/v1/users/dave/data", headers=APP).status_code == 404
+    assert record_count(ws) == 0
+    assert client.delete("/v1/users/dave", headers=APP).status_code == 404
+
+
+def test_cycle_promote_and_rollback_through_the_api(client, splits):
+    """A cycle runs to done with a report; promote and rollback move the champion and serving follows."""
+    for n in range(30):
+        out = predict(client, splits, user=f"u{n % 5}", n=n)
+        client.post("/v1/feedback", headers=APP, json={"interaction_id": out["interaction_id"],
+                                                       "user_id": f"u{n % 5}", "label": splits.pool[n][1]})
+    start = client.post("/v1/cycles", headers=ADMIN)
+    assert start.status_code == 202
+    client.app.state.runner.join(120)
+    state = client.get(f"/v1/cycles/{start.json()['cycle_id']}", headers=ADMIN).json()
+    assert state["status"] == "done", state["error"]
+    assert state["decision"] in ("promoted", "rejected")
+    assert state["report"]["records_in"] == 30
+    models = client.get("/v1/models", headers=ADMIN).json()["models"]
+    assert [m["version"] for m in models] == [1, 2]
+    assert set(models[0]["metrics"]) >= {"accuracy", "macro_f1", "per_class_recall"}
+    assert client.post("/v1/models/2/promote", headers=ADMIN).json()["aliases"]["champion"] == 2
+    assert predict(client, splits)["model_version"] == 2
+    assert client.post("/v1/rollback", headers=ADMIN).json()["aliases"] == {"champion": 1, "previous": 2}
+    assert predict(client, splits)["model_version"] == 1
+    assert client.post("/v1/models/99/promote", headers=ADMIN).status_code == 404
+    assert client.get("/v1/cycles/nope", headers=ADMIN).status_code == 404
+
+
+def test_hot_swap_never_fails_a_request(client, splits):
+    """Requests running while the champion flips back and forth all succeed, on one version or the other."""
+    statuses: list[int] = []
+    versions: set[int] = set()
+
+    def hammer():
+        for n in range(40):
+            r = client.post("/v1/predict", headers=APP, json={"user_id": "h", "input": digit_input(splits, n)})
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                versions.add(r.json()["model_version"])
+
+    # make a second version from a cycle on no user data (seed only)
+    start = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
+    client.app.state.runner.join(120)
+    assert client.get(f"/v1/cycles/{start}", headers=ADMIN).json()["status"] == "done"
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(10):
+        client.post("/v1/models/2/promote", headers=ADMIN)
+        client.post("/v1/rollback", headers=ADMIN)
+    for t in threads:
+        t.join()
+    assert statuses and set(statuses) == {200}
+    assert versions <= {1, 2}
+
+
+def test_healthz_and_metrics(client, splits):
+    """Health answers without a key; metrics are Prometheus text and count predictions and rejections."""
+    predict(client, splits)
+    client.post("/v1/predict", headers=APP, json={"user_id": "u1", "input": {}})
+    assert client.get("/healthz").json() == {"status": "ok", "champion_version": 1}
+    text = client.get("/metrics").text
+    assert "datawheel_predictions_total 1.0" in text
+    assert 'datawheel_requests_rejected_total{status="422"} 1.0' in text
+    assert "datawheel_champion_version 1.0" in text

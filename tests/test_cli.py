@@ -1,0 +1,46 @@
+"""The operator's CLI, run as a user would: init, cycle, models, promote, rollback, erase."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from datawheel.cli import app
+from datawheel.demo import LABELS
+
+runner = CliRunner()
+
+
+def text(res) -> str:
+    """The output with Rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+def test_init_cycle_models_promote_rollback(tmp_path, image_dirs):
+    """A workspace made from the CLI runs a cycle, lists both models, and promote/rollback move the champion."""
+    ws = tmp_path / "ws"
+    res = runner.invoke(app, ["init", str(ws), "--task", "image-classification", "--labels", ",".join(LABELS),
+                              "--seed-data", str(image_dirs[0]), "--eval-data", str(image_dirs[1])])
+    assert res.exit_code == 0, res.output
+    assert "model v1 is champion" in text(res)
+    res = runner.invoke(app, ["cycle", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert '"decision"' in text(res)
+    res = runner.invoke(app, ["models", str(ws)])
+    assert "v1" in text(res) and "v2" in text(res)
+    res = runner.invoke(app, ["promote", str(ws), "2"])
+    assert res.exit_code == 0 and "champion is now v2" in text(res)
+    res = runner.invoke(app, ["rollback", str(ws)])
+    assert res.exit_code == 0 and "champion is now v1" in text(res)
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path, image_dirs):
+    """A bad option or a missing workspace is reported in one line, without a traceback."""
+    res = runner.invoke(app, ["init", str(tmp_path / "w"), "--task", "video", "--labels", "a,b",
+                              "--seed-data", str(image_dirs[0]), "--eval-data", str(image_dirs[1])])
+    assert res.exit_code == 2 and "workspace.task" in text(res) and "Traceback" not in text(res)
+    res = runner.invoke(app, ["cycle", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "not a datawheel workspace" in text(res)
+    res = runner.invoke(app, ["erase", str(tmp_path / "nowhere"), "u1"])
+    assert res.exit_code == 2

@@ -1,0 +1,137 @@
+"""Workspace creation and import: every format, and clear errors that leave nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datawheel.config import load_config
+from datawheel.demo import LABELS
+from datawheel.errors import ConfigError, ImportDataError, WorkspaceError
+from datawheel.workspace import Workspace, init_workspace
+
+TEXT_LABELS = ("pos", "neg")
+POS = ["great product", "I love it", "excellent service", "非常好", "喜欢这个", "wonderful day", "so good", "好极了"]
+NEG = ["terrible product", "I hate it", "awful service", "非常差", "讨厌这个", "horrible day", "so bad", "差极了"]
+
+
+def text_rows():
+    return [{"text": t, "label": "pos"} for t in POS] + [{"text": t, "label": "neg"} for t in NEG]
+
+
+def write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_init_creates_a_complete_workspace(ws):
+    """init leaves config, 0600 secrets, seed/golden sets, model v1 as champion with golden metrics."""
+    assert ws.config.workspace.task == "image-classification"
+    mode = stat.S_IMODE(os.stat(ws.root / "secrets.json").st_mode)
+    assert mode == 0o600
+    assert ws.store.aliases() == {"champion": 1}
+    m = ws.store.get_model(1)
+    assert m["metrics"]["accuracy"] > 0.5 and m["dataset_id"] is None
+    assert len(ws.golden()) == 359 and len(ws.seed()) == 179
+    assert set(ws.golden().hashes).isdisjoint(ws.seed().hashes)
+    with ws.store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_text_workspace_from_each_format(tmp_path, fmt):
+    """CSV, JSONL and Parquet with text,label columns all import into a text workspace."""
+    rows = text_rows()
+    path = tmp_path / f"seed.{fmt}"
+    if fmt == "csv":
+        write_csv(path, rows)
+    elif fmt == "jsonl":
+        write_jsonl(path, rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    golden = write_jsonl(tmp_path / "golden.jsonl", [{"text": t + "!", "label": lab} for t, lab in
+                                                      [(r["text"], r["label"]) for r in rows]])
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS, seed_data=path,
+                        eval_data=golden, epochs=20)
+    assert len(ws.seed()) == 16
+    assert ws.store.get_model(1)["metrics"]["n"] == 16
+    ws.store.close()
+
+
+def test_unknown_label_names_file_and_line_and_leaves_nothing(tmp_path):
+    """An unknown label fails with file:line and no workspace folder is left behind."""
+    rows = text_rows()
+    rows[3]["label"] = "meh"
+    seed = write_csv(tmp_path / "seed.csv", rows)
+    golden = write_jsonl(tmp_path / "golden.jsonl", text_rows())
+    with pytest.raises(ImportDataError, match=r"seed\.csv:5: unknown label 'meh'"):
+        init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
+                       eval_data=golden)
+    assert not (tmp_path / "ws").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unreadable_image_names_the_file(tmp_path, image_dirs):
+    """A corrupt image in an ImageFolder is reported by its path."""
+    import shutil
+
+    seed = tmp_path / "seed"
+    shutil.copytree(image_dirs[0], seed)
+    (seed / "3" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ImportDataError, match="broken.png"):
+        init_workspace(tmp_path / "ws", task="image-classification", labels=LABELS, seed_data=seed,
+                       eval_data=image_dirs[1])
+    assert not (tmp_path / "ws").exists()
+
+
+def test_empty_set_bad_json_and_existing_folder(tmp_path):
+    """An empty file, a bad JSON line and an existing non-empty folder are each refused clearly."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    golden = write_jsonl(tmp_path / "golden.jsonl", text_rows())
+    with pytest.raises(ImportDataError, match="no labelled examples"):
+        init_workspace(tmp_path / "a", task="text-classification", labels=TEXT_LABELS, seed_data=empty,
+                       eval_data=golden)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "pos"}\n{oops\n')
+    with pytest.raises(ImportDataError, match=r"bad\.jsonl:2: not valid JSON"):
+        init_workspace(tmp_path / "b", task="text-classification", labels=TEXT_LABELS, seed_data=bad,
+                       eval_data=golden)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    with pytest.raises(WorkspaceError, match="not empty"):
+        init_workspace(taken, task="text-classification", labels=TEXT_LABELS, seed_data=golden, eval_data=golden)
+    with pytest.raises(ConfigError, match="labels"):
+        init_workspace(tmp_path / "c", task="text-classification", labels=("only",), seed_data=golden,
+                       eval_data=golden)
+
+
+def test_config_unknown_key_is_an_error_naming_it(ws):
+    """A typo in the workspace config is refused with the key's full name."""
+    path = ws.root / "datawheel.toml"
+    path.write_text(path.read_text().replace("[gate]\n", "[gate]\ntolerence = 0.5\n"))
+    with pytest.raises(ConfigError, match=r"gate\.tolerence: unknown key"):
+        load_config(path)
+
+
+def test_open_refuses_a_folder_that_is_not_a_workspace(tmp_path):
+    """Opening a random folder says what is missing and how to make one."""
+    with pytest.raises(WorkspaceError, match="datawheel init"):
+        Workspace.open(tmp_path)
