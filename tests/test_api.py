@@ -232,3 +232,49 @@ def test_healthz_and_metrics(client, splits):
     assert "datawheel_predictions_total 1.0" in text
     assert 'datawheel_requests_rejected_total{status="422"} 1.0' in text
     assert "datawheel_champion_version 1.0" in text
+
+
+def label_items(client, splits, users: int, n: int, consent: bool = True) -> list[str]:
+    ids = []
+    for i in range(n):
+        user = f"u{i % users}"
+        out = predict(client, splits, user=user, n=i, consent=consent)
+        assert client.post("/v1/feedback", headers=APP, json={"interaction_id": out["interaction_id"],
+                                                              "user_id": user, "label": splits.pool[i][1]}
+                           ).status_code == 201
+        ids.append(out["interaction_id"])
+    return ids
+
+
+def test_auto_cycle_starts_after_n_labelled_records(ws, splits):
+    """With auto-cycle N, the N-th new labelled record starts a cycle by itself."""
+    with make_client(ws, auto_cycle=6) as client:
+        label_items(client, splits, users=2, n=5)
+        assert client.get("/v1/cycles", headers=ADMIN).json()["cycles"] == []
+        label_items(client, splits, users=2, n=1)
+        client.app.state.runner.join(120)
+        cycles = client.get("/v1/cycles", headers=ADMIN).json()["cycles"]
+        assert [(c["trigger"], c["status"]) for c in cycles] == [("auto", "done")]
+
+
+def test_user_export_and_erasure_receipt_carry_lineage(client, splits):
+    """After a cycle, each record of a user lists the snapshot and model it went into; erasure names them."""
+    label_items(client, splits, users=3, n=12)
+    cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
+    client.app.state.runner.join(120)
+    cycle = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
+    data = client.get("/v1/users/u0/data", headers=APP).json()
+    assert len(data["records"]) == 4
+    used = [r for r in data["records"] if r["datasets"]]
+    assert used, "some of u0's records should be in the snapshot"
+    for r in used:
+        assert r["datasets"] == [cycle["snapshot_id"]] and r["models"] == [cycle["candidate_version"]]
+    receipt = client.delete("/v1/users/u0", headers=APP).json()
+    assert receipt["model_versions_trained_on_user_data"] == [cycle["candidate_version"]]
+
+
+def test_a_second_cycle_while_one_runs_is_a_conflict(client, ws):
+    """Only one cycle runs at a time; asking for another is a 409, not a queue of surprises."""
+    ws.store.start_cycle("test")  # a cycle "running" in this very process
+    resp = client.post("/v1/cycles", headers=ADMIN)
+    assert resp.status_code == 409 and "still running" in resp.json()["detail"]

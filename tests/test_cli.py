@@ -44,3 +44,42 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path, image_dirs):
     assert res.exit_code == 2 and "not a datawheel workspace" in text(res)
     res = runner.invoke(app, ["erase", str(tmp_path / "nowhere"), "u1"])
     assert res.exit_code == 2
+
+
+def test_serve_answers_over_http(tmp_path, template_ws):
+    """`datawheel serve` starts the API on the given port, with the workspace's keys, and stops cleanly."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from datawheel.workspace import Workspace
+
+    ws_root = tmp_path / "ws"
+    shutil.copytree(template_ws, ws_root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "datawheel.cli", "serve", str(ws_root), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "champion_version": 1}
+        key = Workspace.open(ws_root).secrets.admin_key
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert [m["version"] for m in models.json()["models"]] == [1]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in out.decode()

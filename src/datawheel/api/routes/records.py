@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1", tags=["records"])
 
 def check_label(label: str, labels: tuple[str, ...], field: str) -> str:
     if label not in labels:
-        raise InvalidInput(f"unknown label {label[:64]!r}; expected one of {', '.join(labels)}", field=field)
+        # The value is not echoed: a free-text field may carry personal data.
+        raise InvalidInput(f"unknown label; expected one of {', '.join(labels)}", field=field)
     return label
 
 

@@ -1,0 +1,280 @@
+"""The image task: MNIST-style normalization, strict input checking, and the models' shapes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image, ImageDraw
+from sklearn.datasets import load_digits
+
+from datawheel.errors import ConfigError, InvalidInput
+from datawheel.tasks.image import ImageClassification, to_png_base64
+
+TASK = ImageClassification()
+DIGITS = np.clip(load_digits().images * 16, 0, 255).astype(np.uint8)  # [1797, 8, 8], light ink on dark
+
+
+def draw_digit(ink: int = 0, paper: int = 255, size: tuple[int, int] = (90, 120)) -> np.ndarray:
+    """A hand-drawn-looking '2' as a grayscale array, off-centre on a larger page."""
+    img = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(img)
+    draw.arc((20, 15, 70, 60), start=180, end=20, fill=ink, width=8)
+    draw.line((68, 45, 22, 100), fill=ink, width=8)
+    draw.line((22, 100, 75, 100), fill=ink, width=8)
+    return np.asarray(img)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **options: object) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    a = a.astype(np.float64)
+    rows, cols = a.sum(axis=1), a.sum(axis=0)
+    return (rows * np.arange(len(rows))).sum() / a.sum(), (cols * np.arange(len(cols))).sum() / a.sum()
+
+
+def assert_mnist_like(a: np.ndarray) -> None:
+    assert a.shape == (28, 28) and a.dtype == np.uint8
+    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    assert rows[-1] - rows[0] + 1 <= 20 and cols[-1] - cols[0] + 1 <= 20
+    cy, cx = centre_of_mass(a)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that claims huge dimensions: the shape of a decompression bomb."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --- normalization -----------------------------------------------------------------------------------------
+
+
+def test_polarity_does_not_matter():
+    """A digit drawn black-on-white and the same digit white-on-black normalize to the same array."""
+    dark_on_light = TASK.parse({"pixels": draw_digit(0, 255).tolist()})
+    light_on_dark = TASK.parse({"pixels": draw_digit(255, 0).tolist()})
+    assert np.abs(dark_on_light.astype(int) - light_on_dark.astype(int)).max() <= 1
+    assert_mnist_like(dark_on_light)
+
+
+def test_rgba_palette_jpeg_and_16bit_versions_match_the_plain_drawing():
+    """RGBA on transparency, palette, JPEG and 16-bit PNG versions of one drawing all normalize like the plain PNG."""
+    gray = draw_digit()
+    plain = TASK.parse({"image": to_png_base64(gray)})
+    rgba = np.zeros(gray.shape + (4,), dtype=np.uint8)
+    rgba[..., 3] = 255 - gray  # black strokes on a fully transparent page
+    versions = {
+        "rgba": encode(Image.fromarray(rgba, "RGBA")),
+        "palette": encode(Image.fromarray(gray).convert("RGB").convert("P")),
+        "rgb": encode(Image.fromarray(gray).convert("RGB")),
+        "16-bit": encode(Image.fromarray(gray.astype(np.uint16) * 257)),
+        "jpeg": encode(Image.fromarray(gray).convert("RGB"), "JPEG", quality=90),
+    }
+    for kind, b64 in versions.items():
+        got = TASK.parse({"image": f"data:image/png;base64,{b64}" if kind == "rgba" else b64})
+        diff = np.abs(got.astype(int) - plain.astype(int))
+        assert diff.mean() < (2 if kind == "jpeg" else 0.5), kind
+        assert_mnist_like(got)
+
+
+def test_all_sklearn_digits_are_fitted_and_centred():
+    """Every scikit-learn digit comes out 28x28 uint8, within a 20x20 box, centre of mass within 1 px of (14, 14)."""
+    for pixels in DIGITS:
+        assert_mnist_like(TASK.parse({"pixels": pixels.tolist()}))
+
+
+def test_sklearn_digits_pixels_and_png_agree():
+    """A load_digits image sent as ``pixels`` and as PNG base64 normalizes to identical bytes."""
+    for pixels in DIGITS[::7]:
+        via_pixels = TASK.parse({"pixels": pixels.tolist()})
+        assert TASK.encode(via_pixels) == TASK.encode(TASK.parse({"image": to_png_base64(pixels)}))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index=st.integers(0, len(DIGITS) - 1), scale=st.integers(1, 12), invert=st.booleans(),
+       margins=st.tuples(*[st.integers(0, 60)] * 4))
+def test_scaled_padded_digits_are_centred(index: int, scale: int, invert: bool, margins: tuple[int, ...]):
+    """A digit at any scale, anywhere on a page, in either polarity, is fitted into 20x20 and centred."""
+    page = np.kron(DIGITS[index], np.ones((scale, scale), dtype=np.uint8))
+    top, bottom, left, right = margins
+    page = np.pad(page, ((top, bottom), (left, right)))
+    got = TASK.parse({"image": to_png_base64(255 - page if invert else page)})
+    assert_mnist_like(got)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
+def test_any_pixel_array_normalizes_the_same_through_png(pixels: np.ndarray):
+    """Any uint8 array gives a 28x28 uint8 item within 20x20, identical whether sent as pixels or as PNG."""
+    got = TASK.parse({"pixels": pixels.tolist()})
+    assert got.shape == (28, 28) and got.dtype == np.uint8
+    if got.any():
+        rows, cols = np.flatnonzero(got.any(axis=1)), np.flatnonzero(got.any(axis=0))
+        assert rows[-1] - rows[0] + 1 <= 20 and cols[-1] - cols[0] + 1 <= 20
+    assert np.array_equal(got, TASK.parse({"image": to_png_base64(pixels)}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 30))))
+def test_inverting_any_array_changes_nothing(pixels: np.ndarray):
+    """Inverting an image never changes its normalized form, unless its border is exactly mid-grey."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).astype(float)
+    if np.median(border) == 127.5:
+        return
+    assert np.array_equal(TASK.parse({"pixels": pixels.tolist()}), TASK.parse({"pixels": (255 - pixels).tolist()}))
+
+
+@pytest.mark.parametrize("value", [0, 37, 255])
+def test_blank_image_is_all_zero_and_blank(value: int):
+    """A one-colour image normalizes to all zeros without error, and is_blank says so."""
+    item = TASK.parse({"image": to_png_base64(np.full((50, 30), value, dtype=np.uint8))})
+    assert not item.any() and TASK.is_blank(item)
+
+
+def test_digit_is_not_blank():
+    """A drawn digit is not blank, nor is any scikit-learn digit."""
+    assert not TASK.is_blank(TASK.parse({"pixels": draw_digit().tolist()}))
+    assert not any(TASK.is_blank(TASK.parse({"pixels": p.tolist()})) for p in DIGITS[:50])
+
+
+def test_near_blank_items_are_blank():
+    """Faint specks (max below 8, or fewer than 3 lit pixels) count as blank."""
+    faint = np.full((28, 28), 7, dtype=np.uint8)
+    specks = np.zeros((28, 28), dtype=np.uint8)
+    specks[3, 3] = specks[20, 20] = 255
+    assert TASK.is_blank(faint) and TASK.is_blank(specks)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+GIF = encode(Image.new("L", (8, 8)), "GIF")
+PNG = base64.b64decode(to_png_base64(draw_digit()))
+BAD = [
+    ({}, "input"),
+    ({"image": to_png_base64(draw_digit()), "pixels": [[1]]}, "input"),
+    ({"picture": "abc"}, "input"),
+    ({"image": 12}, "input.image"),
+    ({"image": ""}, "input.image"),
+    ({"image": "not base64 at all!!"}, "input.image"),
+    ({"image": "data:image/png;base64,abc"}, "input.image"),
+    ({"image": "ünïcode"}, "input.image"),
+    ({"image": base64.b64encode(b"hello, world").decode()}, "input.image"),
+    ({"image": GIF}, "input.image"),
+    ({"image": base64.b64encode(PNG[: len(PNG) // 2]).decode()}, "input.image"),
+    ({"image": to_png_base64(np.zeros((4097, 2), dtype=np.uint8))}, "input.image"),
+    ({"image": base64.b64encode(png_header_only(10_000, 10_000)).decode()}, "input.image"),
+    ({"image": base64.b64encode(png_header_only(100_000, 100_000)).decode()}, "input.image"),
+    ({"pixels": None}, "input.pixels"),
+    ({"pixels": "0,0,0"}, "input.pixels"),
+    ({"pixels": []}, "input.pixels"),
+    ({"pixels": [[0]] * 1025}, "input.pixels"),
+    ({"pixels": [[0] * 1025]}, "input.pixels[0]"),
+    ({"pixels": [[]]}, "input.pixels[0]"),
+    ({"pixels": [1, 2, 3]}, "input.pixels[0]"),
+    ({"pixels": [[1, 2], [3, 4], [5]]}, "input.pixels[2]"),
+    ({"pixels": [[1, 2], [3, 4, 5]]}, "input.pixels[1]"),
+    ({"pixels": [[0, "7"]]}, "input.pixels[0][1]"),
+    ({"pixels": [[0, None]]}, "input.pixels[0][1]"),
+    ({"pixels": [[0], [True]]}, "input.pixels[1][0]"),
+    ({"pixels": [[float("nan")]]}, "input.pixels[0][0]"),
+    ({"pixels": [[float("inf")]]}, "input.pixels[0][0]"),
+    ({"pixels": [[0, 256]]}, "input.pixels[0][1]"),
+    ({"pixels": [[-0.5]]}, "input.pixels[0][0]"),
+    ({"pixels": [[[0, 0, 0], [255, 255, 255]]]}, "input.pixels[0][0]"),
+]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("payload, field", BAD, ids=[f"{i}-{f}" for i, (_, f) in enumerate(BAD)])
+def test_bad_input_names_the_field(payload: dict, field: str):
+    """Each kind of bad input raises InvalidInput whose message starts with the offending field."""
+    with pytest.raises(InvalidInput) as info:
+        TASK.parse(payload)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ") and len(info.value.reason) > 5
+
+
+def test_non_mapping_payload_is_rejected():
+    """An ``input`` that is not an object is rejected as a whole."""
+    with pytest.raises(InvalidInput, match=r"^input: "):
+        TASK.parse(["image"])  # type: ignore[arg-type]
+
+
+def test_parse_file_reads_like_parse(tmp_path: Path):
+    """A PNG or JPEG on disk normalizes exactly as the same bytes sent in ``input.image``."""
+    path = tmp_path / "two.png"
+    path.write_bytes(PNG)
+    assert np.array_equal(TASK.parse_file(path), TASK.parse({"image": base64.b64encode(PNG).decode()}))
+    jpeg = tmp_path / "two.jpg"
+    Image.fromarray(draw_digit()).save(jpeg, quality=90)
+    assert_mnist_like(TASK.parse_file(jpeg))
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not an image", PNG[:100]])
+def test_unreadable_file_names_the_file(tmp_path: Path, content: bytes | None):
+    """A missing, empty, non-image or truncated file raises InvalidInput naming the file."""
+    path = tmp_path / "broken-7.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidInput) as info:
+        TASK.parse_file(path)
+    assert info.value.field == str(path) and "broken-7.png" in str(info.value)
+
+
+# --- storage, features, models -----------------------------------------------------------------------------
+
+
+def test_encode_decode_round_trip():
+    """An item survives encode/decode byte for byte, as 784 bytes, and decode rejects any other length."""
+    item = TASK.parse({"pixels": DIGITS[0].tolist()})
+    data = TASK.encode(item)
+    assert len(data) == 784 and data == item.tobytes()
+    back = TASK.decode(data)
+    assert back.shape == (28, 28) and back.dtype == np.uint8 and np.array_equal(back, item)
+    assert TASK.content_hash(back) == TASK.content_hash(item)
+    with pytest.raises(ValueError):
+        TASK.decode(data[:-1])
+    with pytest.raises(ValueError):
+        TASK.encode(np.zeros((8, 8), dtype=np.uint8))
+
+
+def test_featurize_shape_and_scale():
+    """Items stack into a float32 [N, 1, 28, 28] tensor, standardized with MNIST's mean and std."""
+    items = [TASK.parse({"pixels": p.tolist()}) for p in DIGITS[:5]]
+    x = TASK.featurize(items)
+    assert x.shape == (5, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.allclose(x.min(), torch.tensor((0 - 0.1307) / 0.3081))
+    assert TASK.featurize([]).shape == (0, 1, 28, 28)
+
+
+@pytest.mark.parametrize("name", ImageClassification.models)
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_models_output_logits_per_class(name: str, n_classes: int):
+    """Each model maps a featurized batch to [N, n_classes] logits."""
+    model = TASK.build_model(name, n_classes)
+    model.eval()
+    x = TASK.featurize([TASK.parse({"pixels": p.tolist()}) for p in DIGITS[:3]])
+    with torch.no_grad():
+        assert model(x).shape == (3, n_classes)
+
+
+def test_unknown_model_is_a_config_error():
+    """An unknown model name raises ConfigError listing the allowed names."""
+    with pytest.raises(ConfigError, match="mlp.*cnn"):
+        TASK.build_model("resnet", 10)
