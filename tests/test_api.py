@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import threading
 
-import numpy as np
 import pytest
 
 from conftest import ADMIN, APP, make_client

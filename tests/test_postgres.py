@@ -56,7 +56,7 @@ def test_workspace_api_and_cycle_on_postgres(tmp_path, image_dirs, splits, pg_ur
         for t in threads:
             t.join()
         assert all("interaction_id" in r for r in results), results
-        for n, r in enumerate(results):
+        for r in results:
             assert client.post("/v1/feedback", headers=APP, json={
                 "interaction_id": r["interaction_id"], "user_id": "pat", "label": "1"}).status_code == 201
         cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
