@@ -147,15 +147,19 @@ def test_user_data_is_scoped_to_the_user(client, splits):
     assert client.get("/v1/users/bad%20id/data", headers=APP).status_code == 422
 
 
-def test_consent_change_is_recorded_with_history(client):
-    """Consent is set per user, and each change is kept in the user's history."""
+def test_consent_scopes_are_recorded_with_history(client):
+    """Consent is set per user and per scope; each change is kept in the user's history."""
     assert client.put("/v1/users/carol/consent", headers=APP, json={"training": True}).json()["consent"] == {
-        "training": True}
+        "training": True, "analytics": False}
+    client.put("/v1/users/carol/consent", headers=APP, json={"analytics": True})
     client.put("/v1/users/carol/consent", headers=APP, json={"training": False})
     data = client.get("/v1/users/carol/data", headers=APP).json()
-    assert data["consent"] == {"training": False}
-    assert [e["granted"] for e in data["consent_history"]] == [True, False]
+    assert data["consent"] == {"training": False, "analytics": True}
+    assert [(e["scope"], e["granted"]) for e in data["consent_history"]] == [
+        ("training", True), ("analytics", True), ("training", False)]
     assert client.put("/v1/users/carol/consent", headers=APP, json={"training": 1}).status_code == 422
+    empty = client.put("/v1/users/carol/consent", headers=APP, json={})
+    assert empty.status_code == 422 and "at least one scope" in empty.json()["detail"]
 
 
 def test_erasure_deletes_everything_and_returns_a_receipt(client, splits, ws):
@@ -229,7 +233,7 @@ def test_healthz_and_metrics(client, splits):
     assert client.get("/healthz").json() == {"status": "ok", "champion_version": 1}
     text = client.get("/metrics").text
     assert "datawheel_predictions_total 1.0" in text
-    assert 'datawheel_requests_rejected_total{status="422"} 1.0' in text
+    assert 'datawheel_requests_rejected_total{reason="invalid_input",status="422"} 1.0' in text
     assert "datawheel_champion_version 1.0" in text
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import datawheel
 from datawheel.errors import ConfigError, InvalidInput
-from datawheel.tasks.text import TextClassification
+from datawheel.tasks.text import MAX_FEATURES, TextClassification
 
 task = TextClassification()
 
@@ -25,24 +27,54 @@ def test_nfkc_and_whitespace():
 
 
 def test_chinese_is_tokenized_per_character():
-    """Han characters are tokens of their own, so a word glued to Chinese is still its own feature."""
-    feats = task.features("价格abc好")
-    assert {"w:价", "w:格", "w:abc", "w:好", "c:价格"} <= set(feats)
+    """Han characters, Extension B included, are tokens of their own, so a word glued to Chinese stays one feature."""
+    feats = task.features("价格abc好𠀀")
+    assert {"w:价", "w:格", "w:abc", "w:好", "w:𠀀", "c:价格", "c:<ab", "c:bc>", "b:abc 好"} <= set(feats)
 
 
+def test_features_are_lowercased_and_capped():
+    """Case does not change features, and a long text keeps only its first MAX_FEATURES features."""
+    assert task.features("Hello WORLD") == task.features("hello world")
+    long = " ".join(f"w{i}" for i in range(2000))
+    assert task.features(long)[:3] == ["w:w0", "w:w1", "w:w2"] and len(task.features(long)) == MAX_FEATURES
+    assert task.featurize([long, "a"]).shape == (2, MAX_FEATURES)
+
+
+def test_encode_decode_round_trip():
+    """Items are stored as their UTF-8 bytes, so decode(encode(x)) is x and the hash follows the text."""
+    item = task.parse({"text": "ＡＢＣ 我喜欢"})
+    assert task.encode(item) == "ABC 我喜欢".encode() and task.decode(task.encode(item)) == item
+    assert task.content_hash(item) == task.content_hash(task.parse({"text": "ABC  我喜欢 "}))
+
+
+def test_parse_file_reads_utf8_and_names_a_bad_file(tmp_path: Path):
+    """A UTF-8 file (with or without a BOM) parses like a request; invalid UTF-8 is refused naming the file."""
+    good = tmp_path / "good.txt"
+    good.write_bytes("\ufeff  ＡＢＣ\n 好  ".encode("utf-8"))
+    assert task.parse_file(good) == "ABC 好"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9")
+    with pytest.raises(InvalidInput) as info:
+        task.parse_file(bad)
+    assert info.value.field == str(bad)
+
+
+SRC = str(Path(datawheel.__file__).resolve().parents[1])
 FEATURE_SCRIPT = "from datawheel.tasks.text import TextClassification as T; print(T().featurize(['hello 世界']).tolist())"
 
 
 def test_features_do_not_depend_on_the_process_hash_seed():
-    """Feature ids are the same in processes with different PYTHONHASHSEED."""
+    """Feature ids are the same on every call and in processes with different PYTHONHASHSEED."""
+    assert torch.equal(task.featurize(["hello 世界"]), task.featurize(["hello 世界"]))
+    env = {**os.environ, "PYTHONPATH": SRC}
     outs = {subprocess.run([sys.executable, "-c", FEATURE_SCRIPT], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+                           env={**env, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outs) == 1
     assert outs.pop().strip() == str(task.featurize(["hello 世界"]).tolist())
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=300))
+@given(st.text())
 def test_parse_is_idempotent_and_featurize_never_fails(text):
     """Any string parses to a fixed point (or is refused clearly), and its features are valid ids."""
     try:
@@ -56,11 +88,14 @@ def test_parse_is_idempotent_and_featurize_never_fails(text):
 
 
 @pytest.mark.parametrize("payload, field", [
-    ({}, "input"),
+    ({}, "input.text"),
+    ("text", "input"),
     ({"text": "a", "extra": 1}, "input"),
     ({"text": 5}, "input.text"),
     ({"text": None}, "input.text"),
     ({"text": ["a"]}, "input.text"),
+    ({"text": b"abc"}, "input.text"),
+    ({"text": True}, "input.text"),
     ({"text": "x" * 10_001}, "input.text"),
     ({"text": "bad \ud800 surrogate"}, "input.text"),
 ])
@@ -68,7 +103,14 @@ def test_bad_input_names_the_field(payload, field):
     """Missing, mistyped, too long or invalid text is refused with the field named."""
     with pytest.raises(InvalidInput) as info:
         task.parse(payload)
-    assert str(info.value).startswith(field + ":")
+    assert info.value.field == field and str(info.value).startswith(field + ":")
+
+
+def test_too_long_text_states_the_limit_and_the_length():
+    """The length check runs after normalization and tells the client both numbers."""
+    assert len(task.parse({"text": "  " + "x" * 10_000 + "  "})) == 10_000
+    with pytest.raises(InvalidInput, match="10001.*10000"):
+        task.parse({"text": "x" * 10_001})
 
 
 def test_blank_detection():
@@ -89,17 +131,16 @@ def test_empty_text_featurizes_to_padding_and_model_gives_finite_logits():
 
 
 def test_ngram_model_learns_a_bilingual_sentiment_set():
-    """The hashed n-gram model separates English and Chinese positive from negative texts."""
-    pos = ["great", "excellent", "好", "喜欢", "wonderful", "非常好"]
-    neg = ["terrible", "awful", "差", "讨厌", "horrible", "非常差"]
+    """The hashed n-gram model fits 40 English and Chinese sentences told apart only by sentiment words."""
+    pos, neg = ["great", "excellent", "好", "喜欢"], ["bad", "terrible", "差", "讨厌"]
+    fillers = ["the movie was {}", "service is {} today", "这个产品{}", "我觉得{}的地方很多", "{} experience overall"]
     texts, labels = [], []
-    for i in range(40):
-        texts.append(f"{pos[i % 6]} item {i}")
-        labels.append(0)
-        texts.append(f"{neg[i % 6]} item {i}")
-        labels.append(1)
+    for i in range(20):
+        filler = fillers[i % len(fillers)]
+        texts += [filler.format(pos[i % 4]), filler.format(neg[(i + 1) % 4])]
+        labels += [0, 1]
     torch.manual_seed(0)
-    x, y = task.featurize(texts), torch.tensor(labels)
+    x, y = task.featurize([task.parse({"text": t}) for t in texts]), torch.tensor(labels)
     model = task.build_model("ngram", 2)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(30):

@@ -156,10 +156,74 @@ def erase(workspace: Path, user_id: str) -> None:
 
     try:
         ws = Workspace.open(workspace)
-        receipt = ws.store.erase_user(user_id, ws.user_ref(user_id))
+        receipt = ws.store.erase_user(user_id, actor="cli")
     except DatawheelError as exc:
         _fail(exc)
     console.print_json(json.dumps(receipt))
+
+
+@app.command()
+def gc(workspace: Path) -> None:
+    """Delete records and feedback older than the policy's retention periods."""
+    from datawheel.retention import collect_garbage
+    from datawheel.workspace import Workspace
+
+    try:
+        counts = collect_garbage(Workspace.open(workspace), actor="cli")
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print("deleted: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing"))
+
+
+@app.command("retrain-without")
+def retrain_without(workspace: Path, user: str = typer.Option(..., help="the user whose data must go")) -> None:
+    """Train and gate a replacement for the champion from its snapshot minus USER's rows."""
+    from datawheel.cycle import run_cycle
+    from datawheel.workspace import Workspace
+
+    try:
+        ws = Workspace.open(workspace)
+        cycle_id = ws.store.start_cycle("forget", {"without_user_ref": ws.user_ref(user)})
+        with _progress() as progress:
+            report = run_cycle(ws, cycle_id, progress=_progress_bar(progress, "training replacement"))
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print_json(json.dumps({"cycle_id": cycle_id, **report}))
+
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(workspace: Path) -> None:
+    """Recompute the audit chain; name the first broken entry (exit 1) or say it is intact."""
+    from datawheel.workspace import Workspace
+
+    try:
+        report = Workspace.open(workspace).store.verify_audit()
+    except DatawheelError as exc:
+        _fail(exc)
+    if report.ok:
+        console.print(f"audit chain intact: {report.entries} entries")
+        return
+    err.print(f"[red]audit chain broken at entry {report.first_broken}:[/] {report.problem}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def audit_show(workspace: Path, last: int = typer.Option(20, min=1)) -> None:
+    """Print the last entries of the audit log."""
+    from datawheel.workspace import Workspace
+
+    try:
+        entries = Workspace.open(workspace).store.audit_log(last)
+    except DatawheelError as exc:
+        _fail(exc)
+    table = Table("#", "at", "actor", "action", "detail")
+    for e in entries:
+        table.add_row(str(e["id"]), str(e["at"])[:19], e["actor"], e["action"], json.dumps(e["detail"])[:80])
+    console.print(table)
 
 
 @app.command()

@@ -71,8 +71,9 @@ class Client:
                           json={"user_id": user_id, "input": input, "label": label,
                                 "consent": {"training": consent}})["id"]
 
-    def set_consent(self, user_id: str, training: bool) -> dict:
-        return self._call("PUT", f"/v1/users/{user_id}/consent", json={"training": training})
+    def set_consent(self, user_id: str, training: bool | None = None, analytics: bool | None = None) -> dict:
+        body = {k: v for k, v in (("training", training), ("analytics", analytics)) if v is not None}
+        return self._call("PUT", f"/v1/users/{user_id}/consent", json=body)
 
     def user_data(self, user_id: str) -> dict:
         return self._call("GET", f"/v1/users/{user_id}/data")

@@ -93,13 +93,18 @@ def load_config(path: Path) -> WorkspaceConfig:
     return parse_config(raw, source=str(path))
 
 
+def config_error(exc: ValidationError, source: str) -> ConfigError:
+    """One line naming every offending key, for config and policy files alike."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{key}: {msg}")
+    return ConfigError(f"{source}: " + "; ".join(problems))
+
+
 def parse_config(raw: dict, source: str = "config") -> WorkspaceConfig:
     try:
         return WorkspaceConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{key}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise config_error(exc, source) from None

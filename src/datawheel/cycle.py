@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 
 from datawheel.artifacts import fingerprint, write_parquet
+from datawheel.forget import retrain_without
 from datawheel.registry import Registry
+from datawheel.retention import collect_garbage
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, curate
-from datawheel.stages.evaluate import gate
-from datawheel.stages.train import train
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
 
@@ -41,8 +41,9 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
     """Run the stages for an already-started cycle row; marks it done or failed."""
     store = ws.store
     store.claim_cycle(cycle_id)
+    forget = store.get_cycle(cycle_id)["params"].get("without_user_ref")
     try:
-        report = _turn(ws, cycle_id, progress)
+        report = retrain_without(ws, cycle_id, forget, progress) if forget else _turn(ws, cycle_id, progress)
     except BaseException as exc:
         store.finish_cycle(cycle_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -53,6 +54,8 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
     t0 = time.perf_counter()
     store, task, registry = ws.store, ws.task, Registry(ws)
     cfg = ws.config
+    ws.record_policy(actor="cycle")
+    expired = collect_garbage(ws, actor="cycle")
 
     # comply
     records, votes = store.labelled_records()
@@ -63,7 +66,7 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
     # curate: anchors from the seed and golden sets, the champion's beliefs as a soft prior
     champion_version = registry.champion_version()
     champion = registry.load(champion_version)
-    seed, golden = ws.seed(), ws.golden()
+    seed, golden = ws.seed(), ws.golden()  # golden: only its hashes and labels, as curation anchors
     anchors = {**dict(zip(seed.hashes, seed.labels)), **dict(zip(golden.hashes, golden.labels))}
     unique: dict[str, bytes] = {}
     for r in kept:
@@ -92,39 +95,23 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
                             sha256=sha, rows=len(snapshot.items),
                             members=[(rid, user_of[rid]) for rids in snapshot.record_ids for rid in rids])
 
-    # train
-    candidate = train(task, seed + snapshot.items, ws.labels, cfg.model, progress)
-
-    # evaluate
-    cand_metrics = registry.evaluate(candidate.module, golden)
-    champ_metrics = registry.evaluate(champion.module, golden)
-    decision = gate(cand_metrics, champ_metrics, cfg.gate)
-    version = registry.register(candidate, cand_metrics, dataset_id=snapshot.id, parent=champion_version,
-                                cycle_id=cycle_id)
-
-    # release
-    if decision.promote:
-        registry.promote(version, actor="cycle", reason="; ".join(decision.reasons))
-    new_champion = version if decision.promote else champion_version
+    # train, evaluate, release
+    outcome = registry.challenge(seed + snapshot.items, dataset_id=snapshot.id, cycle_id=cycle_id,
+                                 champion=champion, progress=progress)
     rejected = {**_reasons(comply_verdicts), **_reasons(curate_verdicts)}
     report = {
+        "retention_deleted": expired,
         "records_in": len(records),
         "accepted": sum(len(r) for r in snapshot.record_ids),
         "rejected": sum(rejected.values()),
         "rejected_by_reason": rejected,
         "snapshot": {"id": snapshot.id, "items": len(snapshot.items), **snapshot.stats},
-        "trained_on": len(seed) + len(snapshot.items),
-        "candidate_version": version,
-        "candidate_metrics": cand_metrics,
-        "champion_metrics_before": champ_metrics,
-        "decision": decision.name,
-        "decision_reasons": decision.reasons,
-        "champion_version": new_champion,
-        "champion_accuracy": cand_metrics["accuracy"] if decision.promote else champ_metrics["accuracy"],
+        **outcome,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    store.finish_cycle(cycle_id, status="done", decision=decision.name, champion_version=new_champion,
-                       candidate_version=version, snapshot_id=snapshot.id, report=report)
+    store.finish_cycle(cycle_id, status="done", decision=outcome["decision"],
+                       champion_version=outcome["champion_version"], candidate_version=outcome["candidate_version"],
+                       snapshot_id=snapshot.id, report=report)
     return report
 
 

@@ -11,18 +11,21 @@ import base64
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
 from datawheel.artifacts import LabelledSet
 from datawheel.errors import ImportDataError, InvalidInput
+from datawheel.privacy.gate import PolicyRejected
 from datawheel.tasks.base import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
-def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledSet:
+def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
+                  clean: Callable[[Any, str], Any] | None = None) -> LabelledSet:
+    """Read a labelled set; ``clean(item, where)`` (the privacy gate) sees every item before it is kept."""
     path = Path(path)
     if not path.exists():
         raise ImportDataError(f"{path}: no such file or directory")
@@ -47,7 +50,9 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...]) -> LabelledSe
             raise ImportDataError(f"{where}: unknown label {label!r}; the workspace's labels are {', '.join(labels)}")
         try:
             item = _parse_row(row, task, base, where)
-        except InvalidInput as exc:
+            if clean is not None:
+                item = clean(item, "text")
+        except (InvalidInput, PolicyRejected) as exc:
             raise ImportDataError(f"{where}: {exc}") from None
         data = task.encode(item)
         inputs.append(data)

@@ -18,7 +18,7 @@ from torch import nn
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
 from datawheel.errors import WorkspaceError
 from datawheel.stages import release
-from datawheel.stages.evaluate import classification_metrics
+from datawheel.stages.evaluate import classification_metrics, gate
 from datawheel.stages.train import TrainedModel, train
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
@@ -85,6 +85,33 @@ class Registry:
         new = release.rollback(self.store.aliases())
         self.store.set_aliases(new, actor, "rollback", {"version": new["champion"]})
         return new
+
+    def challenge(self, data: LabelledSet, *, dataset_id: str, cycle_id: str, champion: LoadedModel,
+                  progress: Callable[[int, int, dict], None] | None = None) -> dict:
+        """Train a candidate on ``data``, gate it against the champion on the golden set, release if it passes.
+
+        A rejected candidate is registered too (it was trained on users' data, so lineage must know it),
+        but no alias points at it.
+        """
+        golden = self.ws.golden()
+        candidate = train(self.ws.task, data, self.ws.labels, self.ws.config.model, progress)
+        cand_metrics = self.evaluate(candidate.module, golden)
+        champ_metrics = self.evaluate(champion.module, golden)
+        decision = gate(cand_metrics, champ_metrics, self.ws.config.gate)
+        version = self.register(candidate, cand_metrics, dataset_id=dataset_id, parent=champion.version,
+                                cycle_id=cycle_id)
+        if decision.promote:
+            self.promote(version, actor="cycle", reason="; ".join(decision.reasons))
+        return {
+            "trained_on": len(data),
+            "candidate_version": version,
+            "candidate_metrics": cand_metrics,
+            "champion_metrics_before": champ_metrics,
+            "decision": decision.name,
+            "decision_reasons": decision.reasons,
+            "champion_version": version if decision.promote else champion.version,
+            "champion_accuracy": cand_metrics["accuracy"] if decision.promote else champ_metrics["accuracy"],
+        }
 
     def bootstrap(self, seed: LabelledSet, golden: LabelledSet,
                   progress: Callable[[int, int, dict], None] | None = None) -> int:

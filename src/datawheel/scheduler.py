@@ -26,8 +26,8 @@ class CycleRunner:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def start(self, trigger: str = "api") -> str:
-        cycle_id = self.ws.store.start_cycle(trigger)  # raises Conflict while one runs
+    def start(self, trigger: str = "api", params: dict | None = None) -> str:
+        cycle_id = self.ws.store.start_cycle(trigger, params)  # raises Conflict while one runs
         thread = threading.Thread(target=self._run, args=(cycle_id,), name=f"cycle-{cycle_id[:8]}", daemon=True)
         self._threads.append(thread)
         thread.start()

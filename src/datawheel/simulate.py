@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from datawheel.client import Client
+from datawheel.client import Client, ClientError
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,13 @@ class Simulation:
             item, truth = self.rng.choice(self.pool)
             given = self.label_for(user, truth)
             if self.rng.random() < user.profile.donate_rate:
-                self.client.contribute(user.user_id, item, given, consent=user.profile.consent)
-                sent[(user.profile.name, "contribution")] += 1
+                try:
+                    self.client.contribute(user.user_id, item, given, consent=user.profile.consent)
+                    sent[(user.profile.name, "contribution")] += 1
+                except ClientError as exc:
+                    if exc.status != 403:  # the policy may refuse donations without training consent
+                        raise
+                    sent[(user.profile.name, "contribution_refused")] += 1
                 continue
             answer = self.client.predict(user.user_id, item, consent=user.profile.consent)
             sent[(user.profile.name, "prediction")] += 1

@@ -4,6 +4,7 @@
 
     WS/
       datawheel.toml      the workspace config (task, labels, model, gate, curation)
+      policy.toml         the privacy policy (per PII type, per record source)
       secrets.json        app/admin keys and the pseudonym key, mode 0600
       datawheel.db        the embedded SQLite store (unless the config names another URL)
       data/seed.parquet   the team's labelled bootstrap set
@@ -31,6 +32,8 @@ from typing import Callable
 from datawheel.artifacts import LabelledSet, write_parquet
 from datawheel.config import WorkspaceConfig, load_config, parse_config
 from datawheel.errors import WorkspaceError
+from datawheel.privacy.gate import Gatekeeper
+from datawheel.privacy.policy import POLICY_FILE, Policy, load_policy
 from datawheel.store import tables
 from datawheel.store.queries import Store
 from datawheel.tasks import get_task
@@ -84,7 +87,22 @@ class Workspace:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(self.db_url)
+        return Store.open(self.db_url, self.user_ref)
+
+    @cached_property
+    def policy(self) -> Policy:
+        return load_policy(self.root)
+
+    def gatekeeper(self, on_finding: Callable[[str, str], None] | None = None) -> Gatekeeper:
+        return Gatekeeper(self.policy, self.secrets.pseudonym_key, on_finding=on_finding)
+
+    def record_policy(self, actor: str) -> None:
+        """Append the policy to the audit chain when it differs from the last one recorded there."""
+        sha = self.policy.sha256()
+        last = self.store.last_audit_detail(("policy_set", "policy_change"))
+        if last is None or last.get("sha256") != sha:
+            self.store.audit(actor, "policy_change" if last else "policy_set",
+                             {"sha256": sha, "policy": self.policy.model_dump(mode="json")})
 
     def seed(self) -> LabelledSet:
         return LabelledSet.read(self.root / "data" / "seed.parquet")
@@ -125,8 +143,11 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
     if config.model.name and config.model.name not in the_task.models:
         raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
                              f"choose one of {', '.join(the_task.models)}")
-    seed = load_labelled(Path(seed_data), the_task, config.workspace.labels)
-    golden = load_labelled(Path(eval_data), the_task, config.workspace.labels)
+    secrets = Secrets.generate()
+    # The team's own files pass the same gate as users' data: nothing unredacted reaches the workspace.
+    gate = Gatekeeper(Policy(), secrets.pseudonym_key)
+    seed = load_labelled(Path(seed_data), the_task, config.workspace.labels, clean=gate.clean_item)
+    golden = load_labelled(Path(eval_data), the_task, config.workspace.labels, clean=gate.clean_item)
     # Keep the golden set honest: an item in both sets stays only in the golden set.
     golden_hashes = set(golden.hashes)
     keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
@@ -143,7 +164,7 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
         write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
         write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
         (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-        secrets = Secrets.generate()
+        (staging / POLICY_FILE).write_text(gate.policy.to_toml(), encoding="utf-8")
         fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(secrets.__dict__, fh)
@@ -155,6 +176,7 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
                     raise WorkspaceError("the database at --db already holds a datawheel workspace")
             created_external_tables = True
         tables.metadata.create_all(store.engine)
+        ws.record_policy(actor="init")
         Registry(ws).bootstrap(seed, golden, progress=progress)
         store.close()
         staging.rename(root)

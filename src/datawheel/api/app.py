@@ -86,24 +86,26 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     app.state.server = server
     app.state.runner = CycleRunner(ws, server, subprocess=settings.cycle_in_subprocess, auto_every=auto_every,
                                    on_finish=on_finish)
+    app.state.gate = ws.gatekeeper(on_finding=lambda kind, action: telemetry.pii.labels(kind, action).inc())
+    ws.record_policy(actor="server")
     app.state.keys = {"app": settings.app_key or ws.secrets.app_key,
                       "admin": settings.admin_key or ws.secrets.admin_key}
 
     @app.exception_handler(DatawheelError)
     async def _datawheel_error(request: Request, exc: DatawheelError) -> JSONResponse:
-        telemetry.rejected.labels(str(exc.status_code)).inc()
+        telemetry.rejected.labels(str(exc.status_code), exc.code).inc()
         return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        telemetry.rejected.labels("422").inc()
+        telemetry.rejected.labels("422", "invalid_request").inc()
         problems = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code < 500:
-            telemetry.rejected.labels(str(exc.status_code)).inc()
+            telemetry.rejected.labels(str(exc.status_code), "http_error").inc()
         return JSONResponse({"error": "http_error", "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

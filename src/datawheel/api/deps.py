@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from datawheel.privacy.gate import Gatekeeper
 from datawheel.scheduler import CycleRunner
 from datawheel.serving import ModelServer
 from datawheel.workspace import Workspace
@@ -55,8 +56,13 @@ def _runner(request: Request) -> CycleRunner:
     return request.app.state.runner
 
 
+def _gate(request: Request) -> Gatekeeper:
+    return request.app.state.gate
+
+
 AppKey = Annotated[str, Depends(app_role)]
 AdminKey = Annotated[str, Depends(admin_role)]
 WorkspaceDep = Annotated[Workspace, Depends(_ws)]
 ServerDep = Annotated[ModelServer, Depends(_server)]
 RunnerDep = Annotated[CycleRunner, Depends(_runner)]
+GateDep = Annotated[Gatekeeper, Depends(_gate)]

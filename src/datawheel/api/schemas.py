@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 UserId = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.@:\-]+$")
 MetaValue = Union[StrictStr, StrictInt, StrictFloat, StrictBool, None]
@@ -15,7 +25,19 @@ class _Body(BaseModel):
 
 
 class Consent(_Body):
-    training: StrictBool
+    """Consent per scope; a scope left out is left as it is."""
+
+    training: Optional[StrictBool] = None
+    analytics: Optional[StrictBool] = None
+
+    @model_validator(mode="after")
+    def _some_scope(self) -> "Consent":
+        if self.training is None and self.analytics is None:
+            raise ValueError("give at least one scope: training or analytics")
+        return self
+
+    def scopes(self) -> dict[str, bool]:
+        return {k: v for k, v in (("training", self.training), ("analytics", self.analytics)) if v is not None}
 
 
 class _WithMetadata(_Body):

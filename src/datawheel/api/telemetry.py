@@ -13,8 +13,10 @@ class Telemetry:
         self.predict_seconds = Histogram("datawheel_predict_seconds", "Time to answer a prediction", registry=r)
         self.records = Counter("datawheel_records_total", "Records written", ["kind"], registry=r)
         self.feedback = Counter("datawheel_feedback_total", "Feedback written", ["type"], registry=r)
-        self.rejected = Counter("datawheel_requests_rejected_total", "Client errors answered", ["status"],
-                                registry=r)
+        self.rejected = Counter("datawheel_requests_rejected_total", "Client errors answered",
+                                ["status", "reason"], registry=r)
+        self.pii = Counter("datawheel_pii_findings_total", "Personal data found at the door", ["type", "action"],
+                           registry=r)
         self.cycles = Counter("datawheel_cycles_total", "Cycles finished", ["status", "decision"], registry=r)
         self.champion = Gauge("datawheel_champion_version", "Model version serving", registry=r)
         self.erasures = Counter("datawheel_erasures_total", "Users erased", registry=r)

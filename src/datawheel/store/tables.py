@@ -31,6 +31,7 @@ users = Table(
     metadata,
     Column("user_id", String(256), primary_key=True),
     Column("consent_training", Boolean, nullable=False, default=False),
+    Column("consent_analytics", Boolean, nullable=False, default=False),
     Column("consent_updated_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
@@ -88,6 +89,7 @@ cycles = Table(
     Column("snapshot_id", String(64)),
     Column("report", JSON),
     Column("error", Text),
+    Column("params", JSON, nullable=False, default=dict),  # e.g. {"without_user_ref": ...} for a forget run
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
 )
@@ -158,9 +160,19 @@ erasures = Table(
 audit = Table(
     "audit",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # sequence number in the chain
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(32), nullable=False),
     Column("action", String(32), nullable=False),
     Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
 )

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice, pairwise
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,12 +27,14 @@ from datawheel.tasks.base import Task
 MAX_CHARS = 10_000
 MAX_FEATURES = 512
 _SPACE = re.compile(r"\s+")
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Han ideographs: Extension A, the unified block, compatibility forms, and planes 2-3 (Extensions B-H)
+_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
 _TOKEN = re.compile(rf"[{_HAN}]|[^\W{_HAN}]+", re.UNICODE)
 _HAN_RUN = re.compile(rf"[{_HAN}]+")
 
 
 def _check(text: str, field: str) -> str:
+    """Canonical form, so the same sentence typed two ways is one item with one hash."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -42,16 +46,24 @@ def _check(text: str, field: str) -> str:
 
 
 class TextClassification(Task):
+    """Items are normalized ``str``; ``n_buckets`` and ``dim`` fix the model's size and must not
+    change under a saved model, since feature ids and the embedding table depend on them."""
+
     name = "text-classification"
     models = ("ngram",)
 
+    # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32) -> None:
         self.n_buckets = n_buckets
         self.dim = dim
 
     def parse(self, payload: Mapping[str, Any]) -> str:
-        if set(payload) != {"text"}:
-            raise InvalidInput("give exactly one key, 'text'", "input")
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("must be an object with one key, 'text'", "input")
+        if "text" not in payload:
+            raise InvalidInput("is required", "input.text")
+        if len(payload) > 1:  # extra keys are counted, not echoed: they are the client's data
+            raise InvalidInput(f"only 'text' is allowed; got {len(payload) - 1} other key(s)", "input")
         text = payload["text"]
         if not isinstance(text, str):
             raise InvalidInput("must be a string", "input.text")
@@ -59,11 +71,12 @@ class TextClassification(Task):
 
     def parse_file(self, path: Path) -> str:
         try:
-            return _check(Path(path).read_bytes().decode("utf-8"), str(path))
+            # utf-8-sig: editors on Windows start files with a BOM, which is not part of the text
+            return _check(Path(path).read_bytes().decode("utf-8-sig"), str(path))
         except UnicodeDecodeError:
             raise InvalidInput("is not UTF-8 text", str(path)) from None
         except OSError as exc:
-            raise InvalidInput(f"cannot read file ({exc.strerror})", str(path)) from None
+            raise InvalidInput(f"cannot read file ({exc.strerror or exc})", str(path)) from None
 
     def encode(self, item: str) -> bytes:
         return item.encode("utf-8")
@@ -75,16 +88,24 @@ class TextClassification(Task):
         return not any(unicodedata.category(ch)[0] in "LN" for ch in item)
 
     def features(self, text: str) -> list[str]:
-        """Words, word bigrams and character 2-4-grams (of bracketed Latin words, and of Han runs)."""
+        """Words, word bigrams, then character 2-4-grams (of bracketed Latin words and of Han runs).
+
+        Han runs get plain character n-grams because a Chinese word is a run of characters with
+        no separator to bracket. Words come first so the cap keeps them on long texts; the
+        generator stops at the cap, so a 10,000-character text costs no more than a short one.
+        """
         lowered = text.casefold()
         tokens = _TOKEN.findall(lowered)
-        feats = [f"w:{t}" for t in tokens]
-        feats += [f"b:{a} {b}" for a, b in zip(tokens, tokens[1:])]
-        pieces = [f"<{t}>" for t in tokens if not _HAN_RUN.fullmatch(t)] + _HAN_RUN.findall(lowered)
-        for piece in pieces:
-            for n in (2, 3, 4):
-                feats += [f"c:{piece[i:i + n]}" for i in range(len(piece) - n + 1)]
-        return feats[:MAX_FEATURES]
+
+        def all_features() -> Iterator[str]:
+            yield from (f"w:{t}" for t in tokens)
+            yield from (f"b:{a} {b}" for a, b in pairwise(tokens))
+            pieces = [f"<{t}>" for t in tokens if not _HAN_RUN.fullmatch(t)] + _HAN_RUN.findall(lowered)
+            for piece in pieces:
+                for n in (2, 3, 4):
+                    yield from (f"c:{piece[i:i + n]}" for i in range(len(piece) - n + 1))
+
+        return list(islice(all_features(), MAX_FEATURES))
 
     def _bucket(self, feature: str) -> int:
         digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()

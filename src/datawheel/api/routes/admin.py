@@ -19,6 +19,7 @@ def _iso(value: Any) -> Any:
 
 def cycle_json(row: dict) -> dict:
     return {"cycle_id": row["id"], "status": row["status"], "trigger": row["trigger"], "decision": row["decision"],
+            "params": row["params"],
             "champion_version": row["champion_version"], "candidate_version": row["candidate_version"],
             "snapshot_id": row["snapshot_id"], "report": row["report"], "error": row["error"],
             "started_at": _iso(row["started_at"]), "finished_at": _iso(row["finished_at"])}
@@ -27,6 +28,21 @@ def cycle_json(row: dict) -> dict:
 @router.post("/cycles", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
 def start_cycle(_: AdminKey, runner: RunnerDep) -> CycleStarted:
     return CycleStarted(cycle_id=runner.start("api"), status="running")
+
+
+@router.post("/users/{user_id}/retrain-without", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
+def retrain_without(user_id: str, _: AdminKey, ws: WorkspaceDep, runner: RunnerDep) -> CycleStarted:
+    """Train and gate a replacement for the champion from its snapshot minus this user's rows."""
+    return CycleStarted(cycle_id=runner.start("forget", {"without_user_ref": ws.user_ref(user_id)}),
+                        status="running")
+
+
+@router.get("/audit")
+def audit_log(_: AdminKey, ws: WorkspaceDep, limit: int = 100) -> dict:
+    report = ws.store.verify_audit()
+    return {"chain": {"ok": report.ok, "entries": report.entries, "first_broken": report.first_broken,
+                      "problem": report.problem},
+            "entries": [{**e, "at": _iso(e["at"])} for e in ws.store.audit_log(max(1, min(limit, 1000)))]}
 
 
 @router.get("/cycles")

@@ -6,22 +6,25 @@ import time
 
 from fastapi import APIRouter, Request
 
-from datawheel.api.deps import AppKey, ServerDep, WorkspaceDep
+from datawheel.api.deps import AppKey, GateDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import PredictIn, PredictOut
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 @router.post("/predict", response_model=PredictOut)
-def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, request: Request) -> PredictOut:
+def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, gate: GateDep,
+            request: Request) -> PredictOut:
     telemetry = request.app.state.telemetry
     started = time.perf_counter()
-    item = ws.task.parse(body.input)
+    # Redacted before the model sees it, so serving and training see the same text.
+    item = gate.clean_item(ws.task.parse(body.input), "input.text")
+    meta = gate.clean_meta(body.metadata)
     version, label, scores = server.predict(item)
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
-        consent=body.consent.training if body.consent else None, predicted_label=label,
-        model_name="datawheel", model_version=str(version), meta=body.metadata)
+        consent=body.consent.scopes() if body.consent else None, predicted_label=label,
+        model_name="datawheel", model_version=str(version), meta=meta, require=gate.requirement("interaction"))
     telemetry.predictions.inc()
     telemetry.records.labels("interaction").inc()
     telemetry.predict_seconds.observe(time.perf_counter() - started)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from datawheel.api.deps import AppKey, RunnerDep, WorkspaceDep
+from datawheel.api.deps import AppKey, GateDep, RunnerDep, WorkspaceDep
 from datawheel.api.schemas import ContributionIn, Created, FeedbackIn, InteractionIn
 from datawheel.errors import InvalidInput
 
@@ -23,25 +23,29 @@ def check_label(label: str, labels: tuple[str, ...], field: str) -> str:
 
 
 @router.post("/interactions", response_model=Created, status_code=status.HTTP_201_CREATED)
-def log_interaction(body: InteractionIn, _: AppKey, ws: WorkspaceDep, request: Request) -> Created:
-    item = ws.task.parse(body.input)
+def log_interaction(body: InteractionIn, _: AppKey, ws: WorkspaceDep, gate: GateDep, request: Request) -> Created:
+    item = gate.clean_item(ws.task.parse(body.input), "input.text")
     check_label(body.output_label, ws.labels, "output_label")
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
-        consent=body.consent.training if body.consent else None, predicted_label=body.output_label,
-        model_name=body.model_name, model_version=body.model_version, meta=body.metadata)
+        consent=body.consent.scopes() if body.consent else None, predicted_label=body.output_label,
+        model_name=gate.clean_text(body.model_name, "model_name"),
+        model_version=gate.clean_text(body.model_version, "model_version"), meta=gate.clean_meta(body.metadata),
+        require=gate.requirement("interaction"))
     request.app.state.telemetry.records.labels("interaction").inc()
     return Created(id=record_id)
 
 
 @router.post("/feedback", response_model=Created, status_code=status.HTTP_201_CREATED)
-def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, request: Request) -> Created:
+def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, gate: GateDep,
+             request: Request) -> Created:
     if body.label is None and body.rating is None and body.comment is None:
         raise InvalidInput("give at least one of label, rating or comment", field="body")
     if body.label is not None:
         check_label(body.label, ws.labels, "label")
     feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
-                                        rating=body.rating, comment=body.comment)
+                                        rating=body.rating, comment=gate.clean_optional(body.comment, "comment"),
+                                        require=gate.requirement("feedback"))
     kind = "correction" if body.label is not None else "rating" if body.rating is not None else "comment"
     request.app.state.telemetry.feedback.labels(kind).inc()
     if body.label is not None or body.rating == 1:
@@ -50,12 +54,14 @@ def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, r
 
 
 @router.post("/contributions", response_model=Created, status_code=status.HTTP_201_CREATED)
-def contribute(body: ContributionIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, request: Request) -> Created:
-    item = ws.task.parse(body.input)
+def contribute(body: ContributionIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, gate: GateDep,
+               request: Request) -> Created:
+    item = gate.clean_item(ws.task.parse(body.input), "input.text")
     check_label(body.label, ws.labels, "label")
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="contribution", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
-        consent=body.consent.training, label=body.label, meta=body.metadata)
+        consent=body.consent.scopes(), label=body.label, meta=gate.clean_meta(body.metadata),
+        require=gate.requirement("contribution"))
     request.app.state.telemetry.records.labels("contribution").inc()
     runner.note_labelled()
     return Created(id=record_id)

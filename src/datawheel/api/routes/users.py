@@ -27,7 +27,7 @@ def input_json(item: Any) -> dict:
 
 @router.put("/{user_id}/consent")
 def set_consent(user_id: UserPath, body: Consent, _: AppKey, ws: WorkspaceDep) -> dict:
-    return ws.store.set_consent(user_id, body.training)
+    return ws.store.set_consent(user_id, body.scopes())
 
 
 @router.get("/{user_id}/data")
@@ -37,6 +37,6 @@ def user_data(user_id: UserPath, _: AppKey, ws: WorkspaceDep) -> dict:
 
 @router.delete("/{user_id}")
 def erase(user_id: UserPath, _: AppKey, ws: WorkspaceDep, request: Request) -> dict:
-    receipt = ws.store.erase_user(user_id, ws.user_ref(user_id))
+    receipt = ws.store.erase_user(user_id)
     request.app.state.telemetry.erasures.inc()
     return receipt

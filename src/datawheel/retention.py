@@ -1,0 +1,16 @@
+"""Retention: records older than their source's retention period are deleted, by every cycle and by `gc`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from datawheel.store.db import utcnow
+from datawheel.workspace import Workspace
+
+
+def collect_garbage(ws: Workspace, actor: str) -> dict[str, int]:
+    """Delete what the policy no longer allows to be kept; return the counts per source."""
+    now = utcnow()
+    cutoffs = {name: now - timedelta(days=src.retention_days)
+               for name, src in ws.policy.sources.items() if src.retention_days}
+    return ws.store.delete_expired(cutoffs, actor) if cutoffs else {}

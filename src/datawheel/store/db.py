@@ -1,0 +1,86 @@
+"""Engines and transactions: how the store talks to SQLite or PostgreSQL.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: it takes
+the write lock before its first read, so read-then-write transactions (create
+a user if missing, append to the audit chain) can neither race nor fail with
+a stale snapshot; other writers wait ``busy_timeout``. Reads stay concurrent
+(WAL). ``synchronous=FULL`` makes a committed write survive power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from datawheel.errors import ConfigError
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def aware(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything datawheel stores is UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN itself
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def make_engine(url: str) -> Engine:
+    scheme = url.split(":", 1)[0]
+    if not scheme.startswith(("sqlite", "postgresql")):
+        raise ConfigError(f"db url: datawheel's store runs on sqlite:// or postgresql:// URLs, not {scheme}://")
+    if scheme.startswith("sqlite"):
+        # hide_parameters: a failed statement's values (user ids, inputs) must never reach a log.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction, committed when the block ends without an exception."""
+    with engine.connect() as conn:
+        conn.execution_options(write=True)
+        with conn.begin():
+            yield conn
+
+
+def insert_ignore(conn: Connection, table: Any, values: dict) -> Any:
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert  # make_engine allows no other
+    return dialect_insert(table).values(**values).on_conflict_do_nothing()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

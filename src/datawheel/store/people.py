@@ -1,0 +1,238 @@
+"""What the store holds about people: users, consent, records, feedback; export, erasure and retention.
+
+Consent has scopes (``training``, ``analytics``) and a history of who changed
+what when. Every consent change, export and erasure is also appended to the
+audit chain, where the user appears only as a keyed pseudonym.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+
+from datawheel.artifacts import LabelledRecord, Vote
+from datawheel.errors import NotFound
+from datawheel.store import audit
+from datawheel.store import tables as t
+from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
+
+SCOPES = ("training", "analytics")
+_COLUMN = {"training": t.users.c.consent_training, "analytics": t.users.c.consent_analytics}
+
+
+def _consent(row: Any) -> dict[str, bool]:
+    return {"training": bool(row.consent_training), "analytics": bool(row.consent_analytics)}
+
+
+class PeopleQueries:
+    engine: Engine
+    user_ref: Callable[[str], str]
+
+    # -- users and consent -------------------------------------------------
+
+    def _ensure_user(self, conn: Connection, user_id: str, consent: Mapping[str, bool] | None,
+                     actor: str) -> dict[str, bool]:
+        """Create the user if new, apply any consent change with its history; return consent in force.
+
+        The insert ignores a conflict: two first requests of one user may race, and both must succeed.
+        """
+        now = utcnow()
+        conn.execute(insert_ignore(conn, t.users, {"user_id": user_id, "consent_training": False,
+                                                   "consent_analytics": False, "consent_updated_at": now,
+                                                   "created_at": now}))
+        current = _consent(conn.execute(select(t.users).where(t.users.c.user_id == user_id)).one())
+        changes = {s: bool(v) for s, v in (consent or {}).items() if bool(v) != current[s]}
+        if changes:
+            conn.execute(update(t.users).where(t.users.c.user_id == user_id).values(
+                consent_updated_at=now, **{_COLUMN[s].name: v for s, v in changes.items()}))
+            for scope, granted in changes.items():
+                conn.execute(insert(t.consent_events).values(user_id=user_id, scope=scope, granted=granted,
+                                                             actor=actor, at=now))
+                audit.append(conn, actor, "consent_change", {"user_ref": self.user_ref(user_id), "scope": scope,
+                                                             "granted": granted})
+            current.update(changes)
+        return current
+
+    def set_consent(self, user_id: str, consent: Mapping[str, bool], actor: str = "app") -> dict:
+        with write(self.engine) as conn:
+            now = self._ensure_user(conn, user_id, consent, actor)
+        return {"user_id": user_id, "consent": now}
+
+    def consent_of(self, user_id: str) -> dict[str, bool] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.user_id == user_id)).first()
+        return None if row is None else _consent(row)
+
+    # -- records -----------------------------------------------------------
+
+    def add_record(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
+                   consent: Mapping[str, bool] | None, label: str | None = None, predicted_label: str | None = None,
+                   model_name: str | None = None, model_version: str | None = None, meta: dict | None = None,
+                   require: Callable[[dict[str, bool]], None] | None = None) -> str:
+        """Store one record. ``require`` may refuse it given the consent in force (raising), rolling back."""
+        record_id = new_id()
+        with write(self.engine) as conn:
+            granted = self._ensure_user(conn, user_id, consent, actor="app")
+            if require is not None:
+                require(granted)
+            conn.execute(insert(t.records).values(
+                id=record_id, user_id=user_id, kind=kind, content_hash=content_hash, input=input,
+                label=label, predicted_label=predicted_label, model_name=model_name,
+                model_version=model_version, consent_training=granted["training"], meta=meta or {},
+                created_at=utcnow()))
+        return record_id
+
+    def add_feedback(self, *, record_id: str, user_id: str, label: str | None, rating: int | None,
+                     comment: str | None, require: Callable[[dict[str, bool]], None] | None = None) -> str:
+        feedback_id = new_id()
+        with write(self.engine) as conn:
+            owner = conn.execute(select(t.records.c.user_id).where(t.records.c.id == record_id)).first()
+            # Another user's interaction is reported exactly like a missing one: ids are not an oracle.
+            if owner is None or owner.user_id != user_id:
+                raise NotFound(f"interaction_id: no interaction {record_id!r} for this user")
+            if require is not None:
+                require(_consent(conn.execute(select(t.users).where(t.users.c.user_id == user_id)).one()))
+            conn.execute(insert(t.feedback).values(id=feedback_id, record_id=record_id, user_id=user_id,
+                                                   label=label, rating=rating, comment=comment,
+                                                   created_at=utcnow()))
+        return feedback_id
+
+    def labelled_records(self) -> tuple[list[LabelledRecord], list[Vote]]:
+        """Every record that carries at least one label vote, with its user's consent then and now."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.records, t.users.c.consent_training.label("consent_now"))
+                .join(t.users, t.users.c.user_id == t.records.c.user_id)
+                .order_by(t.records.c.created_at, t.records.c.id)
+            ).all()
+            fb = conn.execute(select(t.feedback).order_by(t.feedback.c.created_at)).all()
+        votes: dict[str, list[Vote]] = defaultdict(list)
+        for r in rows:
+            if r.kind == "contribution" and r.label is not None:
+                votes[r.id].append(Vote(r.id, r.user_id, r.label, "contribution"))
+        predicted = {r.id: r.predicted_label for r in rows}
+        for f in fb:
+            if f.label is not None:
+                votes[f.record_id].append(Vote(f.record_id, f.user_id, f.label, "correction"))
+            elif f.rating == 1 and predicted.get(f.record_id):
+                votes[f.record_id].append(Vote(f.record_id, f.user_id, predicted[f.record_id], "confirmation"))
+        recs = [LabelledRecord(r.id, r.user_id, r.kind, r.content_hash, r.input, bool(r.consent_training),
+                               bool(r.consent_now), aware(r.created_at)) for r in rows if votes.get(r.id)]
+        return recs, [v for r in recs for v in votes[r.record_id]]
+
+    def count_labelled_since(self, since: datetime | None) -> int:
+        with self.engine.connect() as conn:
+            q_fb = select(func.count()).select_from(t.feedback).where(
+                (t.feedback.c.label.is_not(None)) | (t.feedback.c.rating == 1))
+            q_rec = select(func.count()).select_from(t.records).where(t.records.c.kind == "contribution")
+            if since is not None:
+                q_fb = q_fb.where(t.feedback.c.created_at > since)
+                q_rec = q_rec.where(t.records.c.created_at > since)
+            return int(conn.execute(q_fb).scalar_one()) + int(conn.execute(q_rec).scalar_one())
+
+    # -- a user's own data ---------------------------------------------------
+
+    def _models_by_snapshot(self, conn: Connection) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for m in conn.execute(select(t.models.c.version, t.models.c.dataset_id)
+                              .where(t.models.c.dataset_id.is_not(None))):
+            out[m.dataset_id].append(m.version)
+        return out
+
+    def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app") -> dict:
+        """Everything held about one user, with lineage; the export itself is audited."""
+        with write(self.engine) as conn:
+            user = conn.execute(select(t.users).where(t.users.c.user_id == user_id)).first()
+            if user is None:
+                raise NotFound("user_id: no data is held for this user")
+            recs = conn.execute(select(t.records).where(t.records.c.user_id == user_id)
+                                .order_by(t.records.c.created_at)).all()
+            fbs = conn.execute(select(t.feedback).where(t.feedback.c.user_id == user_id)
+                               .order_by(t.feedback.c.created_at)).all()
+            members = conn.execute(select(t.snapshot_members.c.record_id, t.snapshot_members.c.snapshot_id)
+                                   .where(t.snapshot_members.c.user_id == user_id)).all()
+            by_snapshot = self._models_by_snapshot(conn)
+            history = conn.execute(select(t.consent_events).where(t.consent_events.c.user_id == user_id)
+                                   .order_by(t.consent_events.c.at, t.consent_events.c.id)).all()
+            audit.append(conn, actor, "export", {"user_ref": self.user_ref(user_id), "records": len(recs)})
+        snaps: dict[str, list[str]] = defaultdict(list)
+        for m in members:
+            snaps[m.record_id].append(m.snapshot_id)
+        fb_by_record: dict[str, list[dict]] = defaultdict(list)
+        for f in fbs:
+            fb_by_record[f.record_id].append({"id": f.id, "label": f.label, "rating": f.rating,
+                                              "comment": f.comment, "created_at": aware(f.created_at).isoformat()})
+        out = []
+        for r in recs:
+            datasets = sorted(set(snaps.get(r.id, [])))
+            out.append({
+                "id": r.id, "kind": r.kind, "input": decode(r.input), "label": r.label,
+                "predicted_label": r.predicted_label, "model_name": r.model_name,
+                "model_version": r.model_version, "consent_training": r.consent_training,
+                "metadata": r.meta, "created_at": aware(r.created_at).isoformat(),
+                "feedback": fb_by_record.get(r.id, []),
+                "datasets": datasets,
+                "models": sorted({v for s in datasets for v in by_snapshot.get(s, [])}),
+            })
+        return {
+            "user_id": user_id,
+            "consent": _consent(user),
+            "consent_history": [{"scope": e.scope, "granted": e.granted, "actor": e.actor,
+                                 "at": aware(e.at).isoformat()} for e in history],
+            "records": out,
+        }
+
+    def erase_user(self, user_id: str, actor: str = "app") -> dict:
+        """Delete everything held about a user, in one transaction, and return the receipt."""
+        user_ref = self.user_ref(user_id)
+        with write(self.engine) as conn:
+            if conn.execute(select(t.users.c.user_id).where(t.users.c.user_id == user_id)).first() is None:
+                raise NotFound("user_id: no data is held for this user")
+            snap_ids = {r.snapshot_id for r in conn.execute(
+                select(t.snapshot_members.c.snapshot_id).where(t.snapshot_members.c.user_id == user_id))}
+            by_snapshot = self._models_by_snapshot(conn)
+            versions = sorted({v for s in snap_ids for v in by_snapshot.get(s, [])})
+            record_ids = select(t.records.c.id).where(t.records.c.user_id == user_id)
+            n_fb = conn.execute(delete(t.feedback).where(
+                (t.feedback.c.user_id == user_id) | t.feedback.c.record_id.in_(record_ids))).rowcount
+            conn.execute(delete(t.verdicts).where(t.verdicts.c.record_id.in_(record_ids)))
+            n_rec = conn.execute(delete(t.records).where(t.records.c.user_id == user_id)).rowcount
+            conn.execute(delete(t.snapshot_members).where(t.snapshot_members.c.user_id == user_id))
+            conn.execute(delete(t.consent_events).where(t.consent_events.c.user_id == user_id))
+            conn.execute(delete(t.users).where(t.users.c.user_id == user_id))
+            receipt_id = new_id()
+            now = utcnow()
+            conn.execute(insert(t.erasures).values(id=receipt_id, user_ref=user_ref, records_deleted=n_rec,
+                                                   feedback_deleted=n_fb, model_versions=versions, at=now))
+            audit.append(conn, actor, "erasure", {"receipt": receipt_id, "user_ref": user_ref,
+                                                  "records_deleted": n_rec, "model_versions": versions})
+        return {"receipt_id": receipt_id, "user_id": user_id, "records_deleted": n_rec,
+                "feedback_deleted": n_fb, "model_versions_trained_on_user_data": versions,
+                "erased_at": now.isoformat()}
+
+    def delete_expired(self, cutoffs: Mapping[str, datetime], actor: str) -> dict[str, int]:
+        """Retention: delete records and feedback older than their source's cutoff; return counts per source.
+
+        Snapshot lineage (ids only) is kept so past models stay explainable; the content is gone.
+        """
+        counts: dict[str, int] = {}
+        with write(self.engine) as conn:
+            if "feedback" in cutoffs:
+                counts["feedback"] = conn.execute(delete(t.feedback).where(
+                    t.feedback.c.created_at < cutoffs["feedback"])).rowcount
+            for kind in ("interaction", "contribution"):
+                if kind not in cutoffs:
+                    continue
+                old = select(t.records.c.id).where(t.records.c.kind == kind,
+                                                   t.records.c.created_at < cutoffs[kind])
+                counts["feedback"] = counts.get("feedback", 0) + conn.execute(
+                    delete(t.feedback).where(t.feedback.c.record_id.in_(old))).rowcount
+                conn.execute(delete(t.verdicts).where(t.verdicts.c.record_id.in_(old)))
+                counts[kind] = conn.execute(delete(t.records).where(t.records.c.kind == kind,
+                                                                    t.records.c.created_at < cutoffs[kind])).rowcount
+            if any(counts.values()):
+                audit.append(conn, actor, "retention", {"deleted": counts})
+        return counts

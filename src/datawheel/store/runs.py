@@ -1,0 +1,154 @@
+"""What the store holds about the wheel itself: cycles, verdicts, snapshots, models and aliases."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from datawheel.errors import Conflict, NotFound
+from datawheel.store import audit
+from datawheel.store import tables as t
+from datawheel.store.db import aware, new_id, process_alive, utcnow, write
+
+
+class RunQueries:
+    engine: Engine
+
+    # -- cycles --------------------------------------------------------------
+
+    def start_cycle(self, trigger: str, params: dict | None = None) -> str:
+        """Register a running cycle; refuse while another runs (unless its process has died)."""
+        cycle_id = new_id()
+        with write(self.engine) as conn:
+            for running in conn.execute(select(t.cycles.c.id, t.cycles.c.pid).where(t.cycles.c.status == "running")):
+                if running.pid is not None and not process_alive(running.pid):
+                    conn.execute(update(t.cycles).where(t.cycles.c.id == running.id).values(
+                        status="failed", error="interrupted: its process ended before the cycle finished",
+                        finished_at=utcnow()))
+                    continue
+                raise Conflict(f"cycle {running.id} is still running; wait for it to finish")
+            conn.execute(insert(t.cycles).values(id=cycle_id, status="running", trigger=trigger, params=params or {},
+                                                 pid=os.getpid(), started_at=utcnow()))
+        return cycle_id
+
+    def claim_cycle(self, cycle_id: str) -> None:
+        """Record that this process now runs the cycle."""
+        with write(self.engine) as conn:
+            conn.execute(update(t.cycles).where(t.cycles.c.id == cycle_id).values(pid=os.getpid()))
+
+    def finish_cycle(self, cycle_id: str, **values: Any) -> None:
+        with write(self.engine) as conn:
+            conn.execute(update(t.cycles).where(t.cycles.c.id == cycle_id)
+                         .values(finished_at=utcnow(), **values))
+
+    def get_cycle(self, cycle_id: str) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.cycles).where(t.cycles.c.id == cycle_id)).first()
+        if row is None:
+            raise NotFound(f"cycle_id: no cycle {cycle_id!r}")
+        return dict(row._mapping)
+
+    def list_cycles(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.cycles).order_by(t.cycles.c.started_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def last_cycle_start(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            ts = conn.execute(select(func.max(t.cycles.c.started_at))).scalar_one_or_none()
+        return None if ts is None else aware(ts)
+
+    def save_verdicts(self, cycle_id: str, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        values = [{"cycle_id": cycle_id, "record_id": r, "stage": s, "verdict": v, "reason": why}
+                  for r, s, v, why in rows]
+        if values:
+            with write(self.engine) as conn:
+                conn.execute(insert(t.verdicts), values)
+
+    # -- snapshots -------------------------------------------------------------
+
+    def save_snapshot(self, *, snapshot_id: str, cycle_id: str, path: str, sha256: str, rows: int,
+                      members: Iterable[tuple[str, str]]) -> None:
+        with write(self.engine) as conn:
+            conn.execute(insert(t.snapshots).values(id=snapshot_id, cycle_id=cycle_id, path=path,
+                                                    sha256=sha256, rows=rows, created_at=utcnow()))
+            values = [{"snapshot_id": snapshot_id, "record_id": r, "user_id": u} for r, u in members]
+            if values:
+                conn.execute(insert(t.snapshot_members), values)
+
+    def get_snapshot(self, snapshot_id: str) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.snapshots).where(t.snapshots.c.id == snapshot_id)).first()
+        if row is None:
+            raise NotFound(f"snapshot_id: no snapshot {snapshot_id!r}")
+        return dict(row._mapping)
+
+    def has_snapshot(self, snapshot_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.snapshots.c.id).where(t.snapshots.c.id == snapshot_id)).first() is not None
+
+    def snapshot_members(self, snapshot_id: str) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            return [(r.record_id, r.user_id) for r in conn.execute(
+                select(t.snapshot_members).where(t.snapshot_members.c.snapshot_id == snapshot_id))]
+
+    def snapshots_of_user(self, user_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted({r.snapshot_id for r in conn.execute(
+                select(t.snapshot_members.c.snapshot_id).where(t.snapshot_members.c.user_id == user_id))})
+
+    # -- models and aliases ----------------------------------------------------
+
+    def next_model_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(t.models.c.version), 0))).scalar_one()) + 1
+
+    def add_model(self, **values: Any) -> None:
+        with write(self.engine) as conn:
+            conn.execute(insert(t.models).values(created_at=utcnow(), **values))
+
+    def get_model(self, version: int) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.models).where(t.models.c.version == version)).first()
+        if row is None:
+            raise NotFound(f"version: no model version {version}")
+        return dict(row._mapping)
+
+    def list_models(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.models).order_by(t.models.c.version)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def aliases(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {r.name: r.version for r in conn.execute(select(t.aliases))}
+
+    def set_aliases(self, new: dict[str, int], actor: str, action: str, detail: dict) -> None:
+        """Replace the alias map in one transaction, with the audit entry that explains it."""
+        with write(self.engine) as conn:
+            conn.execute(delete(t.aliases))
+            conn.execute(insert(t.aliases), [{"name": k, "version": v} for k, v in new.items()])
+            audit.append(conn, actor, action, {**detail, "aliases": new})
+
+    # -- audit -------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, detail: dict) -> int:
+        with write(self.engine) as conn:
+            return audit.append(conn, actor, action, detail)
+
+    def last_audit_detail(self, actions: tuple[str, ...]) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.audit.c.detail).where(t.audit.c.action.in_(actions))
+                               .order_by(t.audit.c.id.desc()).limit(1)).first()
+        return None if row is None else row.detail
+
+    def audit_log(self, limit: int | None = None) -> list[dict]:
+        with self.engine.connect() as conn:
+            return audit.entries(conn, limit)
+
+    def verify_audit(self) -> audit.ChainReport:
+        with self.engine.connect() as conn:
+            return audit.verify(conn)
