@@ -7,6 +7,8 @@
     ├── WorkspaceError       a workspace is missing, half-made or already there
     ├── ImportDataError      a seed/eval file cannot be imported (names file and line)
     ├── InvalidInput         a request's input cannot be used (names the field)  -> 422
+    ├── PolicyRejected       it carries personal data the policy refuses         -> 422
+    ├── ConsentRequired      the policy needs consent the user has not given     -> 403
     ├── NotFound             an interaction, user, model or cycle does not exist -> 404
     ├── Conflict             the request clashes with current state              -> 409
     └── CycleError           a cycle's precondition is broken (not a rejection)
@@ -45,6 +47,20 @@ class InvalidInput(DatawheelError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+
+
+class PolicyRejected(DatawheelError):
+    """The record carries personal data that the policy says must not be stored at all."""
+
+    status_code = 422
+    code = "pii_rejected"
+
+
+class ConsentRequired(DatawheelError):
+    """The policy needs more consent than the user has given for this kind of record."""
+
+    status_code = 403
+    code = "consent_required"
 
 
 class NotFound(DatawheelError):

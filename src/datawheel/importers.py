@@ -16,8 +16,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.parquet as pq
 
 from datawheel.artifacts import LabelledSet
-from datawheel.errors import ImportDataError, InvalidInput
-from datawheel.privacy.gate import PolicyRejected
+from datawheel.errors import ImportDataError, InvalidInput, PolicyRejected
 from datawheel.tasks.base import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

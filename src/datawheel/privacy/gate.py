@@ -15,25 +15,11 @@ import hashlib
 import hmac
 from typing import Any, Callable, Mapping, Sequence
 
-from datawheel.errors import DatawheelError
+from datawheel.errors import ConsentRequired, PolicyRejected
 from datawheel.privacy.detectors import DEFAULT_DETECTORS, Detector, PresidioDetector, detect
 from datawheel.privacy.policy import Policy
 
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
-
-
-class PolicyRejected(DatawheelError):
-    """The record carries personal data that the policy says must not be stored at all."""
-
-    status_code = 422
-    code = "pii_rejected"
-
-
-class ConsentRequired(DatawheelError):
-    """The policy needs more consent than the user has given for this kind of record."""
-
-    status_code = 403
-    code = "consent_required"
 
 
 class Gatekeeper:
