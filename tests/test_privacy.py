@@ -212,6 +212,13 @@ def test_audit_chain_verifies_and_names_the_first_tampered_entry(text_ws):
     assert not report.ok and report.first_broken == 2 and "missing" in report.problem
 
 
+# Texts far apart, so near-duplicate clustering keeps every item separate.
+DISTINCT = ["harbour lights at dusk", "seven quiet mountains", "a parcel of old letters", "rain over the market",
+            "the violin teacher", "frozen lake in january", "copper kettle whistles", "trains leave at noon",
+            "garden of white stones", "a map without roads", "midnight bakery queue", "the lighthouse keeper",
+            "paper boats drifting", "orchard after the storm", "silent library hall", "desert radio station"]
+
+
 def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
     """After erasure, retrain-without trains from the champion's snapshot minus the user's rows and gates it."""
     with make_client(text_ws) as client:
@@ -219,7 +226,7 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
             user = "leaver" if n % 2 == 0 else f"stayer{n % 3}"
             word = (POS + NEG)[n % 16]
             out = client.post("/v1/predict", headers=APP, json={
-                "user_id": user, "input": {"text": f"{word} new item {n}"}, "consent": {"training": True}}).json()
+                "user_id": user, "input": {"text": f"{word} {DISTINCT[n]}"}, "consent": {"training": True}}).json()
             client.post("/v1/feedback", headers=APP, json={"interaction_id": out["interaction_id"], "user_id": user,
                                                            "label": "pos" if word in POS else "neg"})
         first = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
@@ -234,7 +241,7 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
         state = client.get(f"/v1/cycles/{forget.json()['cycle_id']}", headers=ADMIN).json()
     assert state["status"] == "done", state["error"]
     report = state["report"]
-    assert report["replaces"] == cycle["candidate_version"] and report["rows_removed"] == 8
+    assert report["replaces"] == cycle["candidate_version"] and report["rows_removed"] == 8, cycle["report"]["rejected_by_reason"]
     assert report["decision"] in ("promoted", "rejected")
     import pyarrow.parquet as pq
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from datawheel.artifacts import LabelledRecord, LabelledSet, Vote
-from datawheel.config import GateSection, ModelSection
+from datawheel.config import CurationSection, GateSection, ModelSection
 from datawheel.errors import Conflict, CycleError
 from datawheel.stages import release
 from datawheel.stages.comply import comply
@@ -26,10 +26,18 @@ def rec(rid: str, user: str, content: str, consent_then: bool = True, consent_no
     return LabelledRecord(rid, user, "interaction", f"h-{content}", content.encode(), consent_then, consent_now, NOW)
 
 
-def run_curate(records, votes, anchors=None, golden=frozenset(), prior=None, min_confidence=0.6):
-    return curate(CurateInput(records, votes, LABELS, anchors or {}, golden, prior or {}),
-                  decode=lambda b: b.decode(), is_blank=lambda s: not s.strip(), min_confidence=min_confidence,
-                  em_iterations=30, model_prior_weight=0.5, snapshot_id="s1")
+def labelled(pairs: dict[str, str]) -> LabelledSet:
+    """Items named like rec()'s contents, so their hashes match."""
+    return LabelledSet([c.encode() for c in pairs], list(pairs.values()), [f"h-{c}" for c in pairs])
+
+
+def run_curate(records, votes, seed=None, golden=None, annotations=None, min_confidence=0.6, full=False,
+               **cfg):
+    cfg = CurationSection(min_confidence=min_confidence, em_iterations=30, model_prior_weight=0.5,
+                          **{"label_issues": False, **cfg})
+    out = curate(CurateInput(records, votes, LABELS, labelled(seed or {}), labelled(golden or {}),
+                             annotations or {}, {}), task=TextClassification(), cfg=cfg, snapshot_id="s1")
+    return out if full else (out.snapshot, out.verdicts)
 
 
 def test_comply_keeps_only_records_consented_then_and_now():
@@ -47,7 +55,7 @@ def test_curate_merges_exact_duplicates_and_drops_blank_and_golden():
     records = [rec("1", "u1", "cat"), rec("2", "u2", "cat"), rec("3", "u1", "   "), rec("4", "u2", "gold")]
     votes = [Vote("1", "u1", "a", "correction"), Vote("2", "u2", "a", "correction"),
              Vote("3", "u1", "b", "correction"), Vote("4", "u2", "c", "correction")]
-    snap, verdicts = run_curate(records, votes, golden=frozenset({"h-gold"}))
+    snap, verdicts = run_curate(records, votes, golden={"gold": "c"})
     assert snap.items.labels == ["a"]
     assert snap.record_ids == [["1", "2"]]
     reasons = {v.record_id: v.reason for v in verdicts}
@@ -70,11 +78,13 @@ def test_curate_excludes_a_coordinated_adversarial_minority():
             records.append(rec(str(n), user, item))
             given = wrong[label] if user in adversaries else label
             votes.append(Vote(str(n), user, given, "correction"))
-    snap, _ = run_curate(records, votes)
+    out = run_curate(records, votes, full=True)
+    snap = out.snapshot
     assert dict(zip([h[2:] for h in snap.items.hashes], snap.items.labels)) == truth
-    reliability = snap.stats["user_reliability"]
-    assert all(reliability[a] < 0.5 for a in adversaries)
-    assert all(reliability[h] > 0.9 for h in honest)
+    reliability = {r.user_id: r for r in out.reliability}
+    assert all(reliability[a].reliability < 0.5 and reliability[a].excluded for a in adversaries)
+    assert all(reliability[h].reliability > 0.9 and not reliability[h].excluded for h in honest)
+    assert reliability["x1"].votes == 60
     assert snap.stats["users_excluded"] == 2
 
 
@@ -87,10 +97,10 @@ def test_curate_adversary_alone_on_an_item_does_not_label_it():
         records.append(rec(f"x{i}", "adv", f"i{i}"))
         votes.append(Vote(f"x{i}", "adv", "b", "correction"))
     # the seed says these items are "a": the anchors reveal who is wrong
-    anchors = {f"h-i{i}": "a" for i in range(10)}
+    seed = {f"i{i}": "a" for i in range(10)}
     records.append(rec("lone", "adv", "lonely"))
     votes.append(Vote("lone", "adv", "b", "correction"))
-    snap, verdicts = run_curate(records, votes, anchors=anchors)
+    snap, verdicts = run_curate(records, votes, seed=seed)
     reasons = {v.record_id: v.reason for v in verdicts}
     assert reasons["lone"] == "unreliable_user"
     assert set(snap.items.labels) == {"a"}

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from datawheel import cli_data
 from datawheel.errors import DatawheelError
 
 app = typer.Typer(help="datawheel: turn a product's users into its model's advantage.", no_args_is_help=True,
@@ -240,6 +241,11 @@ def demo(
         run_demo(workdir, cycles=cycles, interactions_per_cycle=interactions, users=users, console=console)
     except DatawheelError as exc:
         _fail(exc)
+
+
+app.command()(cli_data.users)
+app.command()(cli_data.annotate)
+app.command()(cli_data.datasets)
 
 
 if __name__ == "__main__":

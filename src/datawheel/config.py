@@ -58,6 +58,12 @@ class CurationSection(_Section):
     em_iterations: int = Field(20, ge=1, le=500)
     #: how strongly the champion's prediction acts as a prior on an item's label (0 = off)
     model_prior_weight: float = Field(0.5, ge=0.0, le=5.0)
+    #: cluster near-duplicates (perceptual hash for images, MinHash/LSH for text), not only exact copies
+    near_duplicates: bool = True
+    #: drop labels that confident learning finds likely wrong (they go to the annotation queue)
+    label_issues: bool = True
+    #: items kept in the annotation queue after each cycle, most valuable first
+    queue_size: int = Field(500, ge=0, le=100_000)
 
 
 class GateSection(_Section):

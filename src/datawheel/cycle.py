@@ -18,9 +18,11 @@ from typing import Callable
 import numpy as np
 
 from datawheel.artifacts import fingerprint, write_parquet
+from datawheel.curation import datasheet
 from datawheel.forget import retrain_without
 from datawheel.registry import Registry
 from datawheel.retention import collect_garbage
+from datawheel.store.db import utcnow
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, curate
 from datawheel.tasks.base import predict_proba
@@ -63,42 +65,50 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
     kept_ids = {r.record_id for r in kept}
     kept_votes = [v for v in votes if v.record_id in kept_ids]
 
-    # curate: anchors from the seed and golden sets, the champion's beliefs as a soft prior
+    # curate: anchors from the seed set and annotators, the champion's beliefs as a soft prior
     champion_version = registry.champion_version()
     champion = registry.load(champion_version)
-    seed, golden = ws.seed(), ws.golden()  # golden: only its hashes and labels, as curation anchors
-    anchors = {**dict(zip(seed.hashes, seed.labels)), **dict(zip(golden.hashes, golden.labels))}
+    seed, golden = ws.seed(), ws.golden()  # golden: never trained on; curation drops it and its near-copies
+    annotations = store.annotations()
     unique: dict[str, bytes] = {}
     for r in kept:
         unique.setdefault(r.content_hash, r.input)
-    prior: dict[str, np.ndarray] = {}
-    if unique and cfg.curation.model_prior_weight > 0:
+    model_probs: dict[str, np.ndarray] = {}
+    if unique:
         probs = predict_proba(champion.module, task.featurize([task.decode(b) for b in unique.values()]))
-        prior = dict(zip(unique, probs.numpy().astype(np.float64)))
-    data_id = hashlib.sha256("".join(sorted(f"{v.record_id}:{v.user_id}:{v.label};" for v in kept_votes))
-                             .encode()).hexdigest()
+        model_probs = dict(zip(unique, probs.numpy().astype(np.float64)))
+    data_id = hashlib.sha256(("".join(sorted(f"{v.record_id}:{v.user_id}:{v.label};" for v in kept_votes))
+                              + "".join(f"{h}={lab};" for h, lab in sorted(annotations.items()))
+                              ).encode()).hexdigest()
     snapshot_id = fingerprint("curate", [data_id, f"champion-v{champion_version}"],
                               cfg.curation.model_dump(mode="json"))
-    snapshot, curate_verdicts = curate(
-        CurateInput(kept, kept_votes, ws.labels, anchors, frozenset(golden.hashes), prior),
-        decode=task.decode, is_blank=task.is_blank, min_confidence=cfg.curation.min_confidence,
-        em_iterations=cfg.curation.em_iterations, model_prior_weight=cfg.curation.model_prior_weight,
-        snapshot_id=snapshot_id)
+    curated = curate(CurateInput(kept, kept_votes, ws.labels, seed, golden, annotations, model_probs),
+                     task=task, cfg=cfg.curation, snapshot_id=snapshot_id)
+    snapshot, curate_verdicts = curated.snapshot, curated.verdicts
     store.save_verdicts(cycle_id, [(v.record_id, v.stage, "accepted" if v.accepted else "rejected", v.reason)
                                    for v in comply_verdicts + curate_verdicts])
+    store.save_curation(cycle_id, curated.reliability, curated.queue)
+    rejected = {**_reasons(comply_verdicts), **_reasons(curate_verdicts)}
     # Same inputs, same config, same fingerprint: an identical snapshot is reused, never rewritten.
     if not store.has_snapshot(snapshot.id):
         path = ws.snapshot_path(snapshot.id)
         sha = write_parquet(snapshot.to_arrow(ws.user_ref), path)
         user_of = {r.record_id: r.user_id for r in kept}
+        members = [(rid, user_of[rid]) for rids in snapshot.record_ids for rid in rids]
+        datasheet.write(datasheet.build(
+            snapshot_id=snapshot.id, created_at=utcnow().isoformat(), cycle_id=cycle_id, task=task.name,
+            labels=ws.labels, parquet_path=str(path.relative_to(ws.root)), sha256=sha, stats=snapshot.stats,
+            rejected_by_reason=rejected, records_in=len(records), records_kept=len(members),
+            contributors=len({u for _, u in members}),
+            lineage={"champion_version_as_prior": champion_version, "seed_items": len(seed),
+                     "golden_items_never_trained_on": len(golden), "annotations": len(annotations),
+                     "votes_sha256": data_id, "curation_config": cfg.curation.model_dump(mode="json")}), path)
         store.save_snapshot(snapshot_id=snapshot.id, cycle_id=cycle_id, path=str(path.relative_to(ws.root)),
-                            sha256=sha, rows=len(snapshot.items),
-                            members=[(rid, user_of[rid]) for rids in snapshot.record_ids for rid in rids])
+                            sha256=sha, rows=len(snapshot.items), members=members)
 
     # train, evaluate, release
     outcome = registry.challenge(seed + snapshot.items, dataset_id=snapshot.id, cycle_id=cycle_id,
                                  champion=champion, progress=progress)
-    rejected = {**_reasons(comply_verdicts), **_reasons(curate_verdicts)}
     report = {
         "retention_deleted": expired,
         "records_in": len(records),

@@ -1,6 +1,6 @@
 """Service settings: one typed object, built by the CLI or the app factory, never at import time.
 
-Keys come from ``DATAWHEEL_APP_KEY`` / ``DATAWHEEL_ADMIN_KEY`` when set, else
+Keys come from ``DATAWHEEL_APP_KEY`` / ``DATAWHEEL_ADMIN_KEY`` / ``DATAWHEEL_ANNOTATOR_KEY`` when set, else
 from the workspace's ``secrets.json`` (written by ``init`` with mode 0600).
 Placeholder keys are refused: a guessable key is worse than none.
 """
@@ -18,6 +18,7 @@ class Settings(BaseSettings):
 
     app_key: str = ""
     admin_key: str = ""
+    annotator_key: str = ""
     #: largest request body accepted, in bytes
     max_body_bytes: int = 2 * 1024 * 1024
     #: start a cycle after this many new labelled records (0 = only on request)
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
     #: run cycles in a child process (the default) or in a thread of the server (tests)
     cycle_in_subprocess: bool = True
 
-    @field_validator("app_key", "admin_key")
+    @field_validator("app_key", "admin_key", "annotator_key")
     @classmethod
     def _not_placeholder(cls, key: str) -> str:
         if key and (key.lower() in PLACEHOLDERS or len(key) < 16):

@@ -1,9 +1,12 @@
 """Simulated user populations that drive a workspace through its HTTP API.
 
-The demo, the tests and the benchmarks use the same population: honest users
-who make the odd mistake, careless users who often label at random, a
-coordinated adversarial group with one fixed wrong mapping, and users who
-never consent to training. Randomness is injected, so a run is repeatable.
+The demo, the tests and the benchmarks use the same population kinds: honest
+users who make the odd mistake, careless users who often label at random,
+spammers who always do, a coordinated adversarial group with one fixed wrong
+mapping, and users who never consent to training. Shares are configurable
+(:func:`population`, :func:`parse_population`); randomness is injected, so a
+run is repeatable. Everything goes through the HTTP API, so any workspace can
+be driven.
 """
 
 from __future__ import annotations
@@ -28,13 +31,43 @@ class Profile:
     donate_rate: float = 0.1
 
 
+#: how each kind of user behaves; a population only chooses their shares
+KINDS = {
+    "honest": dict(error_rate=0.02),
+    "careless": dict(error_rate=0.30),
+    "spammer": dict(error_rate=1.0),
+    "adversarial": dict(adversarial=True),
+    "nonconsenting": dict(error_rate=0.02, consent=False),
+}
+
+
+def population(**shares: float) -> list[Profile]:
+    """Profiles from shares per kind, e.g. ``population(honest=0.7, careless=0.2, adversarial=0.1)``."""
+    unknown = set(shares) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown user kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
+    if any(s < 0 for s in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError("shares must be non-negative and not all zero")
+    total = sum(shares.values())
+    return [Profile(kind, share / total, **KINDS[kind]) for kind, share in shares.items() if share > 0]
+
+
+def parse_population(spec: str) -> list[Profile]:
+    """``"honest=0.7,careless=0.2,adversarial=0.1"`` -> profiles (for command-line options)."""
+    shares = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, value = part.partition("=")
+        try:
+            shares[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"population: '{part}' is not kind=share (e.g. honest=0.7)") from None
+        if not sep:
+            raise ValueError(f"population: '{part}' is not kind=share (e.g. honest=0.7)")
+    return population(**shares)
+
+
 def default_population() -> list[Profile]:
-    return [
-        Profile("honest", 0.60, error_rate=0.02),
-        Profile("careless", 0.15, error_rate=0.30),
-        Profile("adversarial", 0.10, adversarial=True),
-        Profile("nonconsenting", 0.15, error_rate=0.02, consent=False),
-    ]
+    return population(honest=0.60, careless=0.15, adversarial=0.10, nonconsenting=0.15)
 
 
 @dataclass
@@ -60,7 +93,7 @@ class Simulation:
         self.mapping = {lab: self.labels[(i + shift) % len(self.labels)] for i, lab in enumerate(self.labels)}
         self.users: list[SimUser] = []
         for p in self.profiles:
-            for j in range(max(1, round(p.share * self.n_users))):
+            for j in range(max(1, round(p.share * self.n_users)) if p.share > 0 else 0):
                 self.users.append(SimUser(f"{p.name}-{j:03d}", p))
 
     def label_for(self, user: SimUser, truth: str) -> str:

@@ -48,10 +48,13 @@ class Secrets:
     app_key: str
     admin_key: str
     pseudonym_key: str
+    #: for people labelling the annotation queue (absent from workspaces made before the queue existed)
+    annotator_key: str = ""
 
     @classmethod
     def generate(cls) -> "Secrets":
-        return cls(pysecrets.token_urlsafe(32), pysecrets.token_urlsafe(32), pysecrets.token_hex(32))
+        return cls(pysecrets.token_urlsafe(32), pysecrets.token_urlsafe(32), pysecrets.token_hex(32),
+                   pysecrets.token_urlsafe(32))
 
 
 class Workspace:

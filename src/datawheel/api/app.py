@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from datawheel.api.routes import admin, health, predict, records, users
+from datawheel.api.routes import admin, annotation, health, predict, records, users
 from datawheel.api.telemetry import Telemetry
 from datawheel.errors import DatawheelError
 from datawheel.scheduler import CycleRunner
@@ -89,7 +89,8 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     app.state.gate = ws.gatekeeper(on_finding=lambda kind, action: telemetry.pii.labels(kind, action).inc())
     ws.record_policy(actor="server")
     app.state.keys = {"app": settings.app_key or ws.secrets.app_key,
-                      "admin": settings.admin_key or ws.secrets.admin_key}
+                      "admin": settings.admin_key or ws.secrets.admin_key,
+                      "annotator": settings.annotator_key or ws.secrets.annotator_key}
 
     @app.exception_handler(DatawheelError)
     async def _datawheel_error(request: Request, exc: DatawheelError) -> JSONResponse:
@@ -109,7 +110,7 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"error": "http_error", "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for module in (predict, records, users, admin, health):
+    for module in (predict, records, users, annotation, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

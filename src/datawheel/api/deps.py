@@ -1,7 +1,8 @@
 """Dependencies shared by the routes: who is calling, and the workspace objects they act on.
 
-Two keys: the *app* key (the product's backend, acting for its users) and the
-*admin* key (operators). The admin key can do everything the app key can.
+Three keys: the *app* key (the product's backend, acting for its users), the
+*admin* key (operators) and the *annotator* key (people labelling the annotation
+queue, and nothing else). The admin key can do everything the others can.
 """
 
 from __future__ import annotations
@@ -30,11 +31,23 @@ def _role(request: Request, creds: HTTPAuthorizationCredentials | None) -> str:
         return "admin"
     if hmac.compare_digest(given, keys["app"].encode()):
         return "app"
+    if keys.get("annotator") and hmac.compare_digest(given, keys["annotator"].encode()):
+        return "annotator"
     raise HTTPException(401, "invalid key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def app_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    return _role(request, creds)
+    role = _role(request, creds)
+    if role == "annotator":
+        raise HTTPException(403, "the annotator key only opens the annotation routes")
+    return role
+
+
+def annotator_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    role = _role(request, creds)
+    if role not in ("admin", "annotator"):
+        raise HTTPException(403, "this route needs the annotator or the admin key")
+    return role
 
 
 def admin_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
@@ -62,6 +75,7 @@ def _gate(request: Request) -> Gatekeeper:
 
 AppKey = Annotated[str, Depends(app_role)]
 AdminKey = Annotated[str, Depends(admin_role)]
+AnnotatorKey = Annotated[str, Depends(annotator_role)]
 WorkspaceDep = Annotated[Workspace, Depends(_ws)]
 ServerDep = Annotated[ModelServer, Depends(_server)]
 RunnerDep = Annotated[CycleRunner, Depends(_runner)]

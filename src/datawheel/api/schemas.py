@@ -93,6 +93,10 @@ class ContributionIn(_WithMetadata):
     consent: Consent
 
 
+class AnnotationIn(_Body):
+    label: StrictStr
+
+
 class Created(BaseModel):
     id: str
 

@@ -1,34 +1,41 @@
 """Curation: from noisy, repeated user labels to one trustworthy label per distinct item.
 
 Users' corrections are the wheel's fuel and they are noisy: some users are
-careless, a few are wrong on purpose, the same item arrives many times. So:
+careless, a few are wrong on purpose, the same item arrives many times. In order:
 
-1. inputs that carry no signal are dropped (``blank_input``, ``invalid_input``);
-2. exact duplicates (same content hash) become one item whose votes are pooled;
-3. items that are in the golden set are dropped (``in_golden_set``): training on
-   the test set would make every later gate decision a lie;
-4. labels are aggregated Dawid–Skene style: each user gets a confusion matrix,
-   estimated by EM from agreement with the other users, with the known labels
-   of seed/golden items (anchors), and with the champion's prediction as a soft
-   prior. Users whose estimated accuracy is below ``min_user_reliability`` are
-   excluded, so a coordinated minority giving a fixed wrong mapping cannot move
-   the model; items whose aggregated label is not confident enough are dropped.
+1. quality filters: inputs that cannot be decoded (``invalid_input``), carry no
+   signal (``blank_input``) or are only redaction placeholders
+   (``only_placeholders``) are dropped; so are golden-set items
+   (``in_golden_set``): training on the test set would make every gate a lie;
+2. exact duplicates (same content hash) pool their votes; near-duplicates
+   (perceptual hash for images, MinHash/LSH for text) are clustered with them and
+   with the golden and seed sets, so a re-encoded golden image is dropped too
+   (``near_golden_set``) and a cluster keeps one representative;
+3. labels are aggregated Dawid–Skene style (``curation/aggregate.py``), anchored
+   by seed and annotated labels and with the champion's beliefs as a soft prior;
+   users whose estimated accuracy is too low are excluded (``unreliable_user``),
+   unsure items are dropped (``low_confidence``);
+4. confident learning on out-of-fold probabilities (``curation/label_issues.py``)
+   drops the labels most likely still wrong (``label_issue``);
+5. everything not anchored is ranked for the annotation queue.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from datawheel.artifacts import LabelledRecord, LabelledSet, Snapshot, Verdict, Vote
+from datawheel.config import CurationSection
+from datawheel.curation.aggregate import MIN_USER_RELIABILITY, aggregate
+from datawheel.curation.label_issues import find_label_issues, out_of_fold_probs
+from datawheel.curation.ranking import rank
+from datawheel.tasks.base import Task
 
 STAGE = "curate"
-MIN_USER_RELIABILITY = 0.5
-RELIABILITY_PRIOR = 0.8
-RELIABILITY_PSEUDO_VOTES = 4.0
 
 
 @dataclass(frozen=True)
@@ -36,162 +43,224 @@ class CurateInput:
     records: list[LabelledRecord]
     votes: list[Vote]
     labels: tuple[str, ...]
-    #: content hash -> known true label, from the seed and golden sets
-    anchors: Mapping[str, str]
-    #: content hashes of the golden set (never trained on)
-    golden: frozenset[str]
+    #: trained on already; its items anchor the aggregation and are not repeated in the snapshot
+    seed: LabelledSet
+    #: never trained on; its items (and near-duplicates of them) are dropped
+    golden: LabelledSet
+    #: content hash -> label given by an annotator (a high-trust anchor)
+    annotations: Mapping[str, str]
     #: content hash -> champion's class probabilities (same order as labels)
-    prior: Mapping[str, np.ndarray]
+    model_probs: Mapping[str, np.ndarray]
 
 
-def _dawid_skene(item_votes: list[list[tuple[int, int]]], n_users: int, k: int, prior: np.ndarray,
-                 anchored: dict[int, int], iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (item posteriors [n_items, k], user confusion matrices [n_users, k, k]).
-
-    A diagonal-heavy Dirichlet prior on each confusion row keeps users with few
-    votes near "mostly right" until the data says otherwise.
-    """
-    if not item_votes:
-        return np.zeros((0, k)), np.zeros((n_users, k, k))
-    flat = [(i, u, lab) for i, votes in enumerate(item_votes) for u, lab in votes]
-    ii, uu, ll = (np.array(col, dtype=np.int64) for col in zip(*flat)) if flat else (np.zeros(0, np.int64),) * 3
-    anchor_i = np.array(list(anchored), dtype=np.int64)
-    anchor_post = np.eye(k)[np.array(list(anchored.values()), dtype=np.int64)] if anchored else None
-    log_prior = np.log(np.clip(prior, 1e-6, 1.0))
-    # Start from the model prior plus the raw vote counts.
-    post = np.array(prior, dtype=np.float64)
-    np.add.at(post, (ii, ll), 1.0)
-    if anchored:
-        post[anchor_i] = anchor_post
-    post /= post.sum(axis=1, keepdims=True)
-    conf = np.zeros((n_users, k, k))
-    for _ in range(iterations):
-        # M-step: per-user confusion counts (true class x given label) plus pseudo-counts.
-        conf[:] = 0.2 / k
-        conf[:, np.arange(k), np.arange(k)] += 2.0
-        conf_t = conf.transpose(0, 2, 1)  # a view: [user, given label, true class]
-        np.add.at(conf_t, (uu, ll), post[ii])
-        conf /= conf.sum(axis=2, keepdims=True)
-        class_prior = np.clip(post.mean(axis=0), 1e-3, None)
-        # E-step: log posterior = prior terms + each vote's log-likelihood under its user's confusion.
-        logp = log_prior + np.log(class_prior / class_prior.sum())
-        np.add.at(logp, ii, np.log(conf)[uu, :, ll])
-        logp -= logp.max(axis=1, keepdims=True)
-        new = np.exp(logp)
-        new /= new.sum(axis=1, keepdims=True)
-        if anchored:
-            new[anchor_i] = anchor_post
-        converged = np.abs(new - post).max() < 1e-6
-        post = new
-        if converged:
-            break
-    return post, conf
+@dataclass(frozen=True)
+class UserReliability:
+    user_id: str
+    reliability: float
+    votes: int
+    excluded: bool
 
 
-def curate(inp: CurateInput, *, decode: Callable[[bytes], object], is_blank: Callable[[object], bool],
-           min_confidence: float, em_iterations: int, model_prior_weight: float,
-           snapshot_id: str) -> tuple[Snapshot, list[Verdict]]:
+@dataclass(frozen=True)
+class QueueItem:
+    content_hash: str
+    record_id: str
+    score: float
+    signals: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CurateOutput:
+    snapshot: Snapshot
+    verdicts: list[Verdict]
+    reliability: list[UserReliability]
+    queue: list[QueueItem]
+
+
+@dataclass
+class _Cluster:
+    """Records of one item, its exact copies and its near-duplicates."""
+
+    hashes: list[str]
+    records: list[LabelledRecord]
+    anchor: int | None = None
+    anchor_source: str = ""  # seed | annotation
+
+    @property
+    def representative(self) -> LabelledRecord:
+        counts = Counter(r.content_hash for r in self.records)
+        best = max(self.hashes, key=lambda h: counts[h])  # first of the most repeated
+        return next(r for r in self.records if r.content_hash == best)
+
+
+def curate(inp: CurateInput, *, task: Task, cfg: CurationSection, snapshot_id: str) -> CurateOutput:
     k = len(inp.labels)
     index = {lab: j for j, lab in enumerate(inp.labels)}
     verdicts: list[Verdict] = []
     dropped: dict[str, int] = defaultdict(int)
 
-    def drop(record_id: str, reason: str) -> None:
-        verdicts.append(Verdict(record_id, STAGE, False, reason))
-        dropped[reason] += 1
+    def drop(recs: list[LabelledRecord], reason: str) -> None:
+        for r in recs:
+            verdicts.append(Verdict(r.record_id, STAGE, False, reason))
+            dropped[reason] += 1
 
-    # 1-3: validity, golden leakage, grouping of exact duplicates.
+    # 1. quality filters, golden leakage, exact duplicates
+    golden_hashes = set(inp.golden.hashes)
     groups: dict[str, list[LabelledRecord]] = {}
+    items: dict[str, object] = {}
     for rec in inp.records:
         try:
-            item = decode(rec.input)
+            item = task.decode(rec.input)
         except (ValueError, UnicodeDecodeError):
-            drop(rec.record_id, "invalid_input")
+            drop([rec], "invalid_input")
             continue
-        if is_blank(item):
-            drop(rec.record_id, "blank_input")
-        elif rec.content_hash in inp.golden:
-            drop(rec.record_id, "in_golden_set")
+        issue = task.quality_issue(item)
+        if issue:
+            drop([rec], issue)
+        elif rec.content_hash in golden_hashes:
+            drop([rec], "in_golden_set")
         else:
             groups.setdefault(rec.content_hash, []).append(rec)
+            items.setdefault(rec.content_hash, item)
 
-    hashes = list(groups)
-    pos = {h: i for i, h in enumerate(hashes)}
-    owner = {r.record_id: r.content_hash for recs in groups.values() for r in recs}
+    # 2. near-duplicates, also of golden and seed items
+    clusters = _cluster(groups, items, inp, task, cfg, drop)
+    for c in clusters:
+        for h in c.hashes if c.anchor_source != "seed" else ():
+            if h in inp.annotations and inp.annotations[h] in index:
+                c.anchor, c.anchor_source = index[inp.annotations[h]], "annotation"
+                break
+
+    # 3. aggregation with user reliability
+    owner = {r.record_id: ci for ci, c in enumerate(clusters) for r in c.records}
     users = sorted({v.user_id for v in inp.votes if v.record_id in owner})
     uidx = {u: j for j, u in enumerate(users)}
-    item_votes: list[list[tuple[int, int]]] = [[] for _ in hashes]
+    item_votes: list[list[tuple[int, int]]] = [[] for _ in clusters]
     for v in inp.votes:
         if v.record_id in owner and v.label in index:
-            item_votes[pos[owner[v.record_id]]].append((uidx[v.user_id], index[v.label]))
-
+            item_votes[owner[v.record_id]].append((uidx[v.user_id], index[v.label]))
     uniform = np.full(k, 1.0 / k)
-    prior = np.array([inp.prior.get(h, uniform) for h in hashes]).reshape(len(hashes), k)
-    prior = prior ** model_prior_weight
+    probs = np.array([inp.model_probs.get(c.representative.content_hash, uniform) for c in clusters],
+                     dtype=np.float64).reshape(len(clusters), k)
+    prior = probs ** cfg.model_prior_weight
     prior /= prior.sum(axis=1, keepdims=True)
-    anchored = {pos[h]: index[lab] for h, lab in inp.anchors.items() if h in pos and lab in index}
+    anchored = {ci: c.anchor for ci, c in enumerate(clusters) if c.anchor is not None}
+    post, rel, counts, kept_votes = aggregate(item_votes, len(users), k, prior, anchored, cfg.em_iterations)
 
-    # 4: aggregate, exclude unreliable users, aggregate again without them.
-    post, conf = _dawid_skene(item_votes, len(users), k, prior, anchored, em_iterations)
-    reliability = _reliability(item_votes, post, len(users))
-    trusted = {u for u in range(len(users)) if reliability[u] >= MIN_USER_RELIABILITY}
-    if len(trusted) < len(users):
-        kept_votes = [[(u, lab) for u, lab in votes if u in trusted] for votes in item_votes]
-        post, _ = _dawid_skene(kept_votes, len(users), k, prior, anchored, em_iterations)
-    else:
-        kept_votes = item_votes
+    chosen: list[tuple[int, int, float]] = []  # (cluster, label index, confidence)
+    for ci, c in enumerate(clusters):
+        if c.anchor_source == "seed":
+            drop(c.records, "in_seed_set")  # trained on already, with its known label
+        elif c.anchor_source == "annotation":
+            chosen.append((ci, c.anchor, 1.0))
+        elif not kept_votes[ci]:
+            drop(c.records, "unreliable_user")
+        elif post[ci].max() < cfg.min_confidence:
+            drop(c.records, "low_confidence")
+        else:
+            j = int(post[ci].argmax())
+            chosen.append((ci, j, float(post[ci, j])))
 
-    inputs, labels, out_hashes, confidence, record_ids, user_ids = [], [], [], [], [], []
-    for i, h in enumerate(hashes):
-        recs = groups[h]
-        if h in inp.anchors:
-            # Seed items are trained on already with their known label.
-            for r in recs:
-                drop(r.record_id, "in_seed_set")
-            continue
-        if not kept_votes[i]:
-            for r in recs:
-                drop(r.record_id, "unreliable_user")
-            continue
-        j = int(post[i].argmax())
-        if post[i, j] < min_confidence:
-            for r in recs:
-                drop(r.record_id, "low_confidence")
-            continue
-        inputs.append(recs[0].input)
-        labels.append(inp.labels[j])
-        out_hashes.append(h)
-        confidence.append(float(post[i, j]))
-        record_ids.append([r.record_id for r in recs])
-        user_ids.append(sorted({r.user_id for r in recs}))
-        verdicts.append(Verdict(recs[0].record_id, STAGE, True, "kept"))
-        for r in recs[1:]:
-            verdicts.append(Verdict(r.record_id, STAGE, True, "merged_duplicate"))
+    # 4. confident learning on out-of-fold probabilities
+    flagged_clusters: set[int] = set()
+    noise_rate: float | None = None
+    if cfg.label_issues and chosen:
+        seed_items = [task.decode(b) for b in inp.seed.inputs]
+        x = task.vectorize(seed_items + [items[clusters[ci].representative.content_hash] for ci, _, _ in chosen])
+        y = np.array([index[lab] for lab in inp.seed.labels] + [j for _, j, _ in chosen], dtype=np.int64)
+        may_flag = np.array([False] * len(seed_items) + [clusters[ci].anchor is None for ci, _, _ in chosen])
+        issues = find_label_issues(out_of_fold_probs(x, y, k), y, k, may_flag)
+        noise_rate = issues.noise_rate if issues.informative else None
+        flagged_clusters = {chosen[i - len(seed_items)][0] for i in np.flatnonzero(issues.flagged)}
+        for ci in sorted(flagged_clusters):
+            drop(clusters[ci].records, "label_issue")
+        chosen = [entry for entry in chosen if entry[0] not in flagged_clusters]
 
-    stats = {
-        "items": len(labels),
+    snapshot = _snapshot(snapshot_id, clusters, chosen, inp.labels, verdicts)
+    seed_counts = np.bincount([index[lab] for lab in inp.seed.labels], minlength=k)
+    snap_counts = np.bincount([j for _, j, _ in chosen], minlength=k)
+    queue = _queue(clusters, probs, item_votes, flagged_clusters, seed_counts + snap_counts, cfg.queue_size)
+    excluded = rel < MIN_USER_RELIABILITY
+    reliability = [UserReliability(u, round(float(rel[j]), 4), int(counts[j]), bool(excluded[j]))
+                   for j, u in enumerate(users)]
+    kinds = Counter(r.kind for ci, _, _ in chosen for r in clusters[ci].records)
+    snapshot.stats.update({
         "dropped": dict(sorted(dropped.items())),
-        "duplicates_merged": sum(len(r) - 1 for r in record_ids),
+        "duplicates_merged": sum(len(c.records) - 1 for c in clusters) - _near_merged(clusters),
+        "near_duplicates_merged": _near_merged(clusters),
         "users": len(users),
-        "users_excluded": len(users) - len(trusted),
-        "user_reliability": {u: round(float(reliability[uidx[u]]), 4) for u in users},
-        "per_label": {lab: labels.count(lab) for lab in inp.labels},
-    }
-    snapshot = Snapshot(snapshot_id, LabelledSet(inputs, labels, out_hashes), confidence, record_ids,
-                        user_ids, stats)
-    return snapshot, verdicts
+        "users_excluded": int(excluded.sum()),
+        "annotated_items": sum(1 for c in clusters if c.anchor_source == "annotation"),
+        "label_issues": len(flagged_clusters),
+        "label_noise_estimate": None if noise_rate is None else round(noise_rate, 4),
+        "per_label": {lab: int(snap_counts[j]) for j, lab in enumerate(inp.labels)},
+        "per_source": dict(sorted(kinds.items())),
+    })
+    return CurateOutput(snapshot, verdicts, reliability, queue)
 
 
-def _reliability(item_votes: list[list[tuple[int, int]]], post: np.ndarray, n_users: int) -> np.ndarray:
-    """A user's expected accuracy: the posterior mass of the labels they gave.
+def _cluster(groups: dict[str, list[LabelledRecord]], items: dict[str, object], inp: CurateInput, task: Task,
+             cfg: CurationSection, drop) -> list[_Cluster]:
+    hashes = list(groups)
+    seed_label = dict(zip(inp.seed.hashes, inp.seed.labels))
+    index = {lab: j for j, lab in enumerate(inp.labels)}
+    if not cfg.near_duplicates or not hashes:
+        out = [_Cluster([h], list(groups[h])) for h in hashes]
+        for c in out:
+            if c.hashes[0] in seed_label:
+                c.anchor, c.anchor_source = index[seed_label[c.hashes[0]]], "seed"
+        return out
+    golden_items = [task.decode(b) for b in inp.golden.inputs]
+    seed_items = [task.decode(b) for b in inp.seed.inputs]
+    ids = task.near_duplicate_clusters([items[h] for h in hashes] + golden_items + seed_items)
+    n, g = len(hashes), len(golden_items)
+    golden_ids = set(ids[n:n + g])
+    seed_ids = {ids[n + g + j]: lab for j, lab in enumerate(inp.seed.labels)}
+    by_id: dict[int, _Cluster] = {}
+    for i, h in enumerate(hashes):
+        if ids[i] in golden_ids:
+            drop(groups[h], "near_golden_set")
+            continue
+        c = by_id.setdefault(ids[i], _Cluster([], []))
+        c.hashes.append(h)
+        c.records.extend(groups[h])
+        lab = seed_label.get(h, seed_ids.get(ids[i]))
+        if lab is not None and lab in index:
+            c.anchor, c.anchor_source = index[lab], "seed"
+    return list(by_id.values())
 
-    Shrunk towards "mostly right" by a few pseudo-votes, so one unlucky
-    disagreement does not exclude a newcomer; a consistent liar still sinks.
-    """
-    hit = np.full(n_users, RELIABILITY_PRIOR * RELIABILITY_PSEUDO_VOTES)
-    count = np.full(n_users, RELIABILITY_PSEUDO_VOTES)
-    for i, votes in enumerate(item_votes):
-        for u, lab in votes:
-            hit[u] += post[i, lab]
-            count[u] += 1
-    return hit / count
+
+def _near_merged(clusters: list[_Cluster]) -> int:
+    return sum(len(c.hashes) - 1 for c in clusters)
+
+
+def _snapshot(snapshot_id: str, clusters: list[_Cluster], chosen: list[tuple[int, int, float]],
+              labels: tuple[str, ...], verdicts: list[Verdict]) -> Snapshot:
+    inputs, out_labels, hashes, confidence, record_ids, user_ids = [], [], [], [], [], []
+    for ci, j, conf in chosen:
+        c = clusters[ci]
+        rep = c.representative
+        inputs.append(rep.input)
+        out_labels.append(labels[j])
+        hashes.append(rep.content_hash)
+        confidence.append(conf)
+        record_ids.append([r.record_id for r in c.records])
+        user_ids.append(sorted({r.user_id for r in c.records}))
+        for r in c.records:
+            verdicts.append(Verdict(r.record_id, STAGE, True, "kept" if r is rep else "merged_duplicate"))
+    return Snapshot(snapshot_id, LabelledSet(inputs, out_labels, hashes), confidence, record_ids, user_ids,
+                    {"items": len(out_labels)})
+
+
+def _queue(clusters: list[_Cluster], probs: np.ndarray, item_votes: list[list[tuple[int, int]]],
+           flagged: set[int], class_counts: np.ndarray, limit: int) -> list[QueueItem]:
+    open_ = [ci for ci, c in enumerate(clusters) if c.anchor is None]
+    if not open_ or limit == 0:
+        return []
+    ranked = rank(probs[open_], [[lab for _, lab in item_votes[ci]] for ci in open_],
+                  np.array([ci in flagged for ci in open_]), class_counts, limit)
+    out = []
+    for r in ranked:
+        rep = clusters[open_[r.index]].representative
+        out.append(QueueItem(rep.content_hash, rep.record_id, r.score, r.signals))
+    return out

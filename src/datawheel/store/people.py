@@ -17,6 +17,7 @@ from datawheel.artifacts import LabelledRecord, Vote
 from datawheel.errors import NotFound
 from datawheel.store import audit
 from datawheel.store import tables as t
+from datawheel.store.curation import drop_orphans
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
 
 SCOPES = ("training", "analytics")
@@ -157,6 +158,7 @@ class PeopleQueries:
             by_snapshot = self._models_by_snapshot(conn)
             history = conn.execute(select(t.consent_events).where(t.consent_events.c.user_id == user_id)
                                    .order_by(t.consent_events.c.at, t.consent_events.c.id)).all()
+            rel = conn.execute(select(t.user_reliability).where(t.user_reliability.c.user_id == user_id)).first()
             audit.append(conn, actor, "export", {"user_ref": self.user_ref(user_id), "records": len(recs)})
         snaps: dict[str, list[str]] = defaultdict(list)
         for m in members:
@@ -182,6 +184,9 @@ class PeopleQueries:
             "consent": _consent(user),
             "consent_history": [{"scope": e.scope, "granted": e.granted, "actor": e.actor,
                                  "at": aware(e.at).isoformat()} for e in history],
+            # How much the last curation trusted this user's labels, and whether it left them out.
+            "reliability": None if rel is None else {"reliability": rel.reliability, "votes": rel.votes,
+                                                     "excluded": rel.excluded},
             "records": out,
         }
 
@@ -202,6 +207,8 @@ class PeopleQueries:
             n_rec = conn.execute(delete(t.records).where(t.records.c.user_id == user_id)).rowcount
             conn.execute(delete(t.snapshot_members).where(t.snapshot_members.c.user_id == user_id))
             conn.execute(delete(t.consent_events).where(t.consent_events.c.user_id == user_id))
+            conn.execute(delete(t.user_reliability).where(t.user_reliability.c.user_id == user_id))
+            drop_orphans(conn)
             conn.execute(delete(t.users).where(t.users.c.user_id == user_id))
             receipt_id = new_id()
             now = utcnow()
@@ -233,6 +240,7 @@ class PeopleQueries:
                 conn.execute(delete(t.verdicts).where(t.verdicts.c.record_id.in_(old)))
                 counts[kind] = conn.execute(delete(t.records).where(t.records.c.kind == kind,
                                                                     t.records.c.created_at < cutoffs[kind])).rowcount
+            drop_orphans(conn)
             if any(counts.values()):
                 audit.append(conn, actor, "retention", {"deleted": counts})
         return counts

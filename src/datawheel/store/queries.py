@@ -14,6 +14,7 @@ from typing import Callable
 from sqlalchemy import Engine
 
 from datawheel.store import tables as t
+from datawheel.store.curation import CurationQueries
 from datawheel.store.db import make_engine
 from datawheel.store.people import PeopleQueries
 from datawheel.store.runs import RunQueries
@@ -23,7 +24,7 @@ def _unkeyed_ref(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
-class Store(PeopleQueries, RunQueries):
+class Store(PeopleQueries, RunQueries, CurationQueries):
     def __init__(self, engine: Engine, user_ref: Callable[[str], str] = _unkeyed_ref) -> None:
         self.engine = engine
         #: how users are named in the audit log and erasure receipts: a keyed pseudonym, never the id
@@ -32,9 +33,14 @@ class Store(PeopleQueries, RunQueries):
     @classmethod
     def open(cls, url: str, user_ref: Callable[[str], str] = _unkeyed_ref, create: bool = False) -> "Store":
         store = cls(make_engine(url), user_ref)
-        if create:
-            t.metadata.create_all(store.engine)
+        if create or store._upgradable():
+            t.metadata.create_all(store.engine)  # checkfirst: existing tables are left alone
         return store
+
+    def _upgradable(self) -> bool:
+        """An existing workspace's database: tables added by a later release may be missing."""
+        with self.engine.connect() as conn:
+            return conn.dialect.has_table(conn, "models")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -86,6 +86,10 @@ class RunQueries:
             raise NotFound(f"snapshot_id: no snapshot {snapshot_id!r}")
         return dict(row._mapping)
 
+    def list_snapshots(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(t.snapshots).order_by(t.snapshots.c.created_at))]
+
     def has_snapshot(self, snapshot_id: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(t.snapshots.c.id).where(t.snapshots.c.id == snapshot_id)).first() is not None

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -123,6 +124,36 @@ snapshot_members = Table(
     Column("user_id", String(256), nullable=False, index=True),
 )
 Index("ix_snapshot_members_record", snapshot_members.c.record_id)
+
+user_reliability = Table(
+    "user_reliability",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("reliability", Float, nullable=False),  # estimated share of the user's labels that are right
+    Column("votes", Integer, nullable=False),
+    Column("excluded", Boolean, nullable=False),  # left out of the last aggregation
+    Column("cycle_id", String(32), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+annotation_queue = Table(
+    "annotation_queue",
+    metadata,
+    Column("content_hash", String(64), primary_key=True),  # the item id annotators see
+    Column("record_id", String(32), nullable=False, index=True),  # where its content lives
+    Column("score", Float, nullable=False),
+    Column("signals", JSON, nullable=False),
+    Column("cycle_id", String(32), nullable=False),
+)
+
+annotations = Table(
+    "annotations",
+    metadata,
+    Column("content_hash", String(64), primary_key=True),  # the latest answer wins
+    Column("label", String(256), nullable=False),
+    Column("annotator", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 models = Table(
     "models",

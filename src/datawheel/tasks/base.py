@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +53,34 @@ class Task(ABC):
     @abstractmethod
     def is_blank(self, item: Any) -> bool:
         """True for an input that carries no signal (empty text, a blank image)."""
+
+    def quality_issue(self, item: Any) -> str | None:
+        """A reason code when an item should not be trained on whatever its label, else None."""
+        return "blank_input" if self.is_blank(item) else None
+
+    def near_duplicate_clusters(self, items: Sequence[Any]) -> list[int]:
+        """A cluster id per item; items sharing one are the same input in all but noise."""
+        return list(range(len(items)))
+
+    def vectorize(self, items: Sequence[Any]) -> Any:
+        """A fixed-length vector per item (dense array or sparse matrix) for classic models.
+
+        Curation fits a logistic regression on these to get out-of-fold probabilities.
+        """
+        return self.featurize(items).flatten(1).numpy().astype(np.float64)
+
+    @abstractmethod
+    def show(self, item: Any) -> dict:
+        """The item as a JSON object an annotator can be shown (an image as PNG, text as text)."""
+
+    #: (column name, Hugging Face feature) of the input column in an exported dataset
+    hf_feature: tuple[str, dict]
+    #: the same feature as a dataset card's ``dtype``
+    hf_dtype: str
+
+    @abstractmethod
+    def hf_value(self, item: Any) -> Any:
+        """The item as a value of :attr:`hf_feature` (PNG bytes for an image, the string for text)."""
 
     @abstractmethod
     def featurize(self, items: Sequence[Any]) -> torch.Tensor:

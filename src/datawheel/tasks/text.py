@@ -18,9 +18,12 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.feature_extraction.text import HashingVectorizer
 from torch import nn
 
+from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
 from datawheel.tasks.base import Task
 
@@ -31,6 +34,8 @@ _SPACE = re.compile(r"\s+")
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
 _TOKEN = re.compile(rf"[{_HAN}]|[^\W{_HAN}]+", re.UNICODE)
 _HAN_RUN = re.compile(rf"[{_HAN}]+")
+# What the privacy gate leaves in place of personal data: <EMAIL> or <EMAIL:pseudonym>
+_PLACEHOLDER = re.compile(r"<[A-Z_]+(?::[a-z]+)?>")
 
 
 def _check(text: str, field: str) -> str:
@@ -51,6 +56,8 @@ class TextClassification(Task):
 
     name = "text-classification"
     models = ("ngram",)
+    hf_feature = ("text", {"_type": "Value", "dtype": "string"})
+    hf_dtype = "string"
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32) -> None:
@@ -86,6 +93,27 @@ class TextClassification(Task):
 
     def is_blank(self, item: str) -> bool:
         return not any(unicodedata.category(ch)[0] in "LN" for ch in item)
+
+    def quality_issue(self, item: str) -> str | None:
+        if self.is_blank(item):
+            return "blank_input"
+        if self.is_blank(_PLACEHOLDER.sub("", item)):
+            return "only_placeholders"  # nothing left but what redaction put there
+        return None
+
+    def near_duplicate_clusters(self, items: Sequence[str]) -> list[int]:
+        return text_clusters(items)
+
+    def vectorize(self, items: Sequence[str]) -> Any:
+        """The same word and character n-grams, hashed into a sparse, L2-normalized bag."""
+        vec = HashingVectorizer(analyzer=self.features, n_features=2 ** 18, alternate_sign=False)
+        return vec.transform(items)
+
+    def show(self, item: str) -> dict:
+        return {"text": item}
+
+    def hf_value(self, item: str) -> str:
+        return item
 
     def features(self, text: str) -> list[str]:
         """Words, word bigrams, then character 2-4-grams (of bracketed Latin words and of Han runs).

@@ -1,0 +1,154 @@
+"""Datasheets for snapshots (after Gebru et al., "Datasheets for Datasets") and Hugging Face export.
+
+A snapshot is only trustworthy if someone can tell what is in it without
+reading code: what it holds per label and source, what was dropped and why,
+how noisy its labels are estimated to be, how many people contributed, and
+where it came from. The datasheet is written beside the Parquet file, as JSON
+for tools and Markdown for people, and never changes afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datawheel.artifacts import LabelledSet, atomic_write_bytes, write_parquet
+from datawheel.tasks.base import Task
+
+SCHEMA_VERSION = 1
+
+
+def build(*, snapshot_id: str, created_at: str, cycle_id: str, task: str, labels: tuple[str, ...],
+          parquet_path: str, sha256: str, stats: dict, rejected_by_reason: dict[str, int], records_in: int,
+          records_kept: int, contributors: int, lineage: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": snapshot_id,
+        "created_at": created_at,
+        "cycle_id": cycle_id,
+        "task": task,
+        "labels": list(labels),
+        "file": {"path": parquet_path, "sha256": sha256, "rows": stats["items"]},
+        "composition": {
+            "items": stats["items"],
+            "records": records_kept,
+            "per_label": stats["per_label"],
+            "per_source": stats["per_source"],
+            "contributors": contributors,
+            "annotated_items": stats["annotated_items"],
+        },
+        "curation": {
+            "records_in": records_in,
+            "dropped_by_reason": rejected_by_reason,
+            "duplicates_merged": stats["duplicates_merged"],
+            "near_duplicates_merged": stats["near_duplicates_merged"],
+            "labelling_users": stats["users"],
+            "users_excluded_as_unreliable": stats["users_excluded"],
+            "label_issues_removed": stats["label_issues"],
+            "label_noise_estimate": stats["label_noise_estimate"],
+        },
+        "lineage": lineage,
+        "privacy": ("Inputs are stored after the policy's redaction; user ids appear only as keyed pseudonyms "
+                    "(user_refs) and only records whose users consented to training, then and now, are included."),
+    }
+
+
+def to_markdown(sheet: dict) -> str:
+    comp, cur = sheet["composition"], sheet["curation"]
+    lines = [
+        f"# Datasheet: snapshot `{sheet['id']}`",
+        "",
+        f"Made by cycle `{sheet['cycle_id']}` on {sheet['created_at']} for the {sheet['task']} task.",
+        f"File `{sheet['file']['path']}` (sha256 `{sheet['file']['sha256']}`), {comp['items']} items "
+        f"from {comp['records']} records by {comp['contributors']} contributors.",
+        "",
+        "## Composition",
+        "",
+        "| label | items |",
+        "|---|---|",
+        *[f"| {lab} | {n} |" for lab, n in comp["per_label"].items()],
+        "",
+        "Records by source: " + (", ".join(f"{k} {v}" for k, v in comp["per_source"].items()) or "none")
+        + f"; items labelled by an annotator: {comp['annotated_items']}.",
+        "",
+        "## Curation",
+        "",
+        f"{cur['records_in']} records came in. Exact duplicates merged: {cur['duplicates_merged']}; "
+        f"near-duplicates merged: {cur['near_duplicates_merged']}. "
+        f"{cur['labelling_users']} users gave labels; {cur['users_excluded_as_unreliable']} were excluded as "
+        f"unreliable. Confident learning removed {cur['label_issues_removed']} likely wrong labels; "
+        + (f"the estimated label noise before that was {cur['label_noise_estimate']:.1%}."
+           if cur["label_noise_estimate"] is not None else
+           "label noise was not estimated (too few items, or the check model was no better than chance)."),
+        "",
+        "| dropped because | records |",
+        "|---|---|",
+        *[f"| {reason} | {n} |" for reason, n in cur["dropped_by_reason"].items()],
+        "",
+        "## Lineage",
+        "",
+        *[f"- {k}: {json.dumps(v, sort_keys=True)}" for k, v in sheet["lineage"].items()],
+        "",
+        "## Privacy",
+        "",
+        sheet["privacy"],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(sheet: dict, parquet: Path) -> tuple[Path, Path]:
+    """Write ``<snapshot>.datasheet.json`` and ``.md`` beside the snapshot's Parquet file."""
+    stem = parquet.with_suffix("")
+    js, md = stem.with_name(stem.name + ".datasheet.json"), stem.with_name(stem.name + ".datasheet.md")
+    atomic_write_bytes(js, json.dumps(sheet, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(md, to_markdown(sheet).encode())
+    return js, md
+
+
+def read(parquet: Path) -> dict | None:
+    stem = parquet.with_suffix("")
+    path = stem.with_name(stem.name + ".datasheet.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def export_huggingface(items: LabelledSet, confidence: list[float], task: Task, labels: tuple[str, ...],
+                       sheet: dict | None, out: Path) -> Path:
+    """Write ``out/data/train-00000-of-00001.parquet`` and a dataset card ``out/README.md``.
+
+    The Parquet file carries the ``huggingface`` schema metadata (features: the
+    input column, a ClassLabel), so ``datasets.load_dataset(str(out))`` gives
+    typed columns. User pseudonyms and record ids stay behind: an export leaves
+    the system, lineage does not need to.
+    """
+    index = {lab: j for j, lab in enumerate(labels)}
+    column, feature = task.hf_feature
+    values = [task.hf_value(task.decode(b)) for b in items.inputs]
+    table = pa.table({
+        column: pa.array(values),
+        "label": pa.array([index[lab] for lab in items.labels], pa.int64()),
+        "content_hash": pa.array(items.hashes, pa.string()),
+        "confidence": pa.array(confidence, pa.float64()),
+    })
+    features = {column: feature,
+                "label": {"_type": "ClassLabel", "names": list(labels)},
+                "content_hash": {"_type": "Value", "dtype": "string"},
+                "confidence": {"_type": "Value", "dtype": "float64"}}
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    write_parquet(table, out / "data" / "train-00000-of-00001.parquet")
+    names = "\n".join(f"          '{j}': {json.dumps(lab)}" for j, lab in enumerate(labels))
+    card = (
+        "---\n"
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
+        "dataset_info:\n  features:\n"
+        f"  - name: {column}\n    dtype: {task.hf_dtype}\n"
+        f"  - name: label\n    dtype:\n      class_label:\n        names:\n{names}\n"
+        "  - name: content_hash\n    dtype: string\n  - name: confidence\n    dtype: float64\n"
+        "---\n\n" + (to_markdown(sheet) if sheet else "# Exported datawheel snapshot\n")
+    )
+    atomic_write_bytes(out / "README.md", card.encode())
+    return out
