@@ -15,6 +15,7 @@ from datawheel.stages import release
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, curate
 from datawheel.stages.evaluate import classification_metrics, gate
+from datawheel.stages.significance import bootstrap_ci, expected_calibration_error, mcnemar_exact
 from datawheel.stages.train import train
 from datawheel.tasks.text import TextClassification
 
@@ -171,3 +172,52 @@ def test_release_aliases():
     assert release.rollback({"champion": 2, "previous": 1}) == {"champion": 1, "previous": 2}
     with pytest.raises(Conflict):
         release.rollback({"champion": 1})
+
+
+def test_bootstrap_interval_covers_the_accuracy_and_narrows_with_more_items():
+    """The 95 % interval contains the point estimate and shrinks as the golden set grows."""
+    rng = np.random.default_rng(0)
+    small = (rng.random(100) < 0.9).astype(float)
+    large = (rng.random(2000) < 0.9).astype(float)
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 2
+    assert bootstrap_ci(small) == (lo_s, hi_s)  # seeded: reproducible
+
+
+def test_mcnemar_counts_only_discordant_items():
+    """10 items only the candidate gets right vs 0 the other way is significant; 6 vs 4 is not."""
+    agree = np.ones(300, dtype=bool)
+    cand = np.concatenate([agree, np.ones(10, bool)])
+    champ = np.concatenate([agree, np.zeros(10, bool)])
+    clear = mcnemar_exact(cand, champ)
+    assert clear["only_candidate"] == 10 and clear["only_champion"] == 0 and clear["p_value"] < 0.01
+    mixed = mcnemar_exact(np.array([True] * 6 + [False] * 4), np.array([False] * 6 + [True] * 4))
+    assert mixed["p_value"] > 0.5
+    assert mcnemar_exact(agree, agree)["p_value"] == 1.0
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy():
+    """A model 80 % sure and 80 % right is calibrated; one 100 % sure and 50 % right is not."""
+    y = np.array([0] * 8 + [1] * 2)
+    calibrated = np.tile([0.8, 0.2], (10, 1))
+    assert expected_calibration_error(calibrated, y) == pytest.approx(0.0)
+    overconfident = np.tile([1.0, 0.0], (10, 1))
+    assert expected_calibration_error(overconfident, np.array([0, 1] * 5)) == pytest.approx(0.5)
+
+
+def test_gate_needs_significance_more_data_or_a_reason_to_replace():
+    """Within tolerance but not significant: promoted only with more data or when the champion must go."""
+    policy = GateSection(tolerance=0.01, per_class_tolerance=0.05, alpha=0.05)
+    champ = {"accuracy": 0.90, "macro_f1": 0.90, "per_class_recall": {"a": 0.9}}
+    cand = {"accuracy": 0.905, "macro_f1": 0.90, "per_class_recall": {"a": 0.9}}
+    noise = {"only_candidate": 3, "only_champion": 2, "p_value": 1.0}
+    real = {"only_candidate": 20, "only_champion": 2, "p_value": 0.0001}
+    assert gate(cand, champ, policy, paired=real, more_data=False).promote
+    assert gate(cand, champ, policy, paired=noise, more_data=True).promote
+    held = gate(cand, champ, policy, paired=noise, more_data=False)
+    assert not held.promote and "not trained on more data" in held.reasons[0]
+    assert gate(cand, champ, policy, paired=noise, more_data=False, replacing="erasure").promote
+    worse = {"accuracy": 0.85, "macro_f1": 0.85, "per_class_recall": {"a": 0.85}}
+    assert not gate(worse, champ, policy, paired=real, replacing="erasure").promote

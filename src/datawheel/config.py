@@ -71,6 +71,8 @@ class GateSection(_Section):
     tolerance: float = Field(0.01, ge=0.0, le=1.0)
     #: ...and at most this much worse on any single class's recall
     per_class_tolerance: float = Field(0.05, ge=0.0, le=1.0)
+    #: significance level of McNemar's exact test for "really better"
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
 
 
 class CycleSection(_Section):

@@ -45,7 +45,8 @@ def retrain_without(ws: Workspace, cycle_id: str, user_ref: str,
                             sha256=sha, rows=len(kept),
                             members=[(r, u) for r, u in store.snapshot_members(source_id) if r in kept_records])
     outcome = registry.challenge(ws.seed() + LabelledSet.from_arrow(kept), dataset_id=snapshot_id,
-                                 cycle_id=cycle_id, champion=champion, progress=progress)
+                                 cycle_id=cycle_id, champion=champion, progress=progress,
+                                 replacing="the champion was trained on an erased user's data")
     report = {"replaces": champion.version, "source_snapshot": source_id, "rows_removed": len(table) - len(kept),
               "snapshot": {"id": snapshot_id, "items": len(kept)}, **outcome,
               "seconds": round(time.perf_counter() - t0, 3)}

@@ -19,6 +19,7 @@ from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
 from datawheel.errors import WorkspaceError
 from datawheel.stages import release
 from datawheel.stages.evaluate import classification_metrics, gate
+from datawheel.stages.significance import bootstrap_ci, expected_calibration_error, mcnemar_exact
 from datawheel.stages.train import TrainedModel, train
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
@@ -36,12 +37,19 @@ class Registry:
         self.ws = ws
         self.store = ws.store
 
-    def evaluate(self, module: nn.Module, data: LabelledSet) -> dict:
+    def _predict(self, module: nn.Module, data: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
         task = self.ws.task
         index = {lab: j for j, lab in enumerate(self.ws.labels)}
-        probs = predict_proba(module, task.featurize([task.decode(b) for b in data.inputs]))
-        y_true = np.array([index[lab] for lab in data.labels])
-        return classification_metrics(y_true, probs.argmax(1).numpy(), self.ws.labels)
+        probs = predict_proba(module, task.featurize([task.decode(b) for b in data.inputs])).numpy()
+        return probs, np.array([index[lab] for lab in data.labels], dtype=np.int64)
+
+    def evaluate(self, module: nn.Module, data: LabelledSet) -> dict:
+        """Golden-set metrics with a bootstrap 95 % interval on accuracy and the calibration error."""
+        probs, y = self._predict(module, data)
+        metrics = classification_metrics(y, probs.argmax(1), self.ws.labels)
+        lo, hi = bootstrap_ci((probs.argmax(1) == y).astype(np.float64))
+        return {**metrics, "accuracy_ci95": [round(lo, 6), round(hi, 6)],
+                "ece": round(expected_calibration_error(probs, y), 6)}
 
     def register(self, trained: TrainedModel, metrics: dict, *, dataset_id: str | None, parent: int | None,
                  cycle_id: str | None) -> int:
@@ -87,7 +95,7 @@ class Registry:
         return new
 
     def challenge(self, data: LabelledSet, *, dataset_id: str, cycle_id: str, champion: LoadedModel,
-                  progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                  progress: Callable[[int, int, dict], None] | None = None, replacing: str = "") -> dict:
         """Train a candidate on ``data``, gate it against the champion on the golden set, release if it passes.
 
         A rejected candidate is registered too (it was trained on users' data, so lineage must know it),
@@ -97,7 +105,12 @@ class Registry:
         candidate = train(self.ws.task, data, self.ws.labels, self.ws.config.model, progress)
         cand_metrics = self.evaluate(candidate.module, golden)
         champ_metrics = self.evaluate(champion.module, golden)
-        decision = gate(cand_metrics, champ_metrics, self.ws.config.gate)
+        (cand_probs, y), (champ_probs, _) = self._predict(candidate.module, golden), self._predict(champion.module,
+                                                                                                   golden)
+        paired = mcnemar_exact(cand_probs.argmax(1) == y, champ_probs.argmax(1) == y)
+        champion_examples = self.store.get_model(champion.version)["train_info"].get("examples", 0)
+        decision = gate(cand_metrics, champ_metrics, self.ws.config.gate, paired=paired,
+                        more_data=len(data) > champion_examples, replacing=replacing)
         version = self.register(candidate, cand_metrics, dataset_id=dataset_id, parent=champion.version,
                                 cycle_id=cycle_id)
         if decision.promote:
@@ -109,6 +122,7 @@ class Registry:
             "champion_metrics_before": champ_metrics,
             "decision": decision.name,
             "decision_reasons": decision.reasons,
+            "mcnemar": paired,
             "champion_version": version if decision.promote else champion.version,
             "champion_accuracy": cand_metrics["accuracy"] if decision.promote else champ_metrics["accuracy"],
         }

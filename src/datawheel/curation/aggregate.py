@@ -4,9 +4,9 @@ Each user gets a confusion matrix estimated by EM from agreement with the other
 users, with the known labels of seed, golden and annotated items (anchors, fixed
 throughout), and with the champion's prediction as a soft per-item prior.
 crowd-kit's DawidSkene is the maintained reference implementation, but it takes
-neither fixed anchors nor a per-item prior, and both are what let a coordinated
-minority with a consistent wrong mapping be told apart from the truth; the
-benchmark compares the two on the same votes.
+neither fixed anchors nor a per-item prior — and both are what let a coordinated
+minority with a consistent wrong mapping be told apart from the truth — and it
+requires transformers, hundreds of MB for one EM loop; so the loop is here.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""The evaluation gate: a candidate replaces the champion only if it is not worse on the golden set.
+"""The evaluation gate: a candidate replaces the champion only if it is really better, or safely not worse.
 
 Both models are scored on the same frozen golden set. The candidate must not
 lose more than ``tolerance`` on accuracy or macro-F1, nor more than
 ``per_class_tolerance`` on any class's recall: an overall gain bought by
-abandoning one class is a regression for the users of that class.
+abandoning one class is a regression for the users of that class. Past those
+blocks it is promoted when its gain is significant (McNemar's exact test at
+``alpha``), or when it is not worse and was trained on more data (the
+champion's data plus the new cycle's, so the difference is noise either way
+and the larger sample generalizes at least as well), or when the champion must
+be replaced anyway (it holds an erased user's data).
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ class Decision:
         return "promoted" if self.promote else "rejected"
 
 
-def gate(candidate: dict, champion: dict, policy: GateSection) -> Decision:
+def gate(candidate: dict, champion: dict, policy: GateSection, *, paired: dict | None = None,
+         more_data: bool = True, replacing: str = "") -> Decision:
+    """``paired`` is :func:`significance.mcnemar_exact`'s result; ``replacing`` says why the champion must go."""
     reasons: list[str] = []
     for key in ("accuracy", "macro_f1"):
         delta = candidate[key] - champion[key]
@@ -57,6 +64,14 @@ def gate(candidate: dict, champion: dict, policy: GateSection) -> Decision:
                            f"(> per-class tolerance {policy.per_class_tolerance})")
     if reasons:
         return Decision(False, reasons)
-    return Decision(True, [f"accuracy {champion['accuracy']:.4f} -> {candidate['accuracy']:.4f}, "
-                           f"macro-F1 {champion['macro_f1']:.4f} -> {candidate['macro_f1']:.4f}, "
-                           "no class beyond tolerance"])
+    p = 1.0 if paired is None else paired["p_value"]
+    summary = (f"accuracy {champion['accuracy']:.4f} -> {candidate['accuracy']:.4f}, "
+               f"macro-F1 {champion['macro_f1']:.4f} -> {candidate['macro_f1']:.4f}, McNemar p={p:.3g}, "
+               "no class beyond tolerance")
+    if candidate["accuracy"] > champion["accuracy"] and p < policy.alpha:
+        return Decision(True, [f"significant improvement (p < {policy.alpha}): {summary}"])
+    if replacing:
+        return Decision(True, [f"not worse within tolerance and {replacing}: {summary}"])
+    if more_data:
+        return Decision(True, [f"not worse within tolerance and trained on more data: {summary}"])
+    return Decision(False, [f"no significant improvement and not trained on more data: {summary}"])
