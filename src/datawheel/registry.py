@@ -44,8 +44,10 @@ class Registry:
         return probs, np.array([index[lab] for lab in data.labels], dtype=np.int64)
 
     def evaluate(self, module: nn.Module, data: LabelledSet) -> dict:
+        return self._metrics(*self._predict(module, data))
+
+    def _metrics(self, probs: np.ndarray, y: np.ndarray) -> dict:
         """Golden-set metrics with a bootstrap 95 % interval on accuracy and the calibration error."""
-        probs, y = self._predict(module, data)
         metrics = classification_metrics(y, probs.argmax(1), self.ws.labels)
         lo, hi = bootstrap_ci((probs.argmax(1) == y).astype(np.float64))
         return {**metrics, "accuracy_ci95": [round(lo, 6), round(hi, 6)],
@@ -103,10 +105,9 @@ class Registry:
         """
         golden = self.ws.golden()
         candidate = train(self.ws.task, data, self.ws.labels, self.ws.config.model, progress)
-        cand_metrics = self.evaluate(candidate.module, golden)
-        champ_metrics = self.evaluate(champion.module, golden)
         (cand_probs, y), (champ_probs, _) = self._predict(candidate.module, golden), self._predict(champion.module,
                                                                                                    golden)
+        cand_metrics, champ_metrics = self._metrics(cand_probs, y), self._metrics(champ_probs, y)
         paired = mcnemar_exact(cand_probs.argmax(1) == y, champ_probs.argmax(1) == y)
         champion_examples = self.store.get_model(champion.version)["train_info"].get("examples", 0)
         decision = gate(cand_metrics, champ_metrics, self.ws.config.gate, paired=paired,

@@ -9,7 +9,7 @@ tied to content users sent; erasure and retention remove them with it
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
@@ -28,6 +28,7 @@ def drop_orphans(conn: Connection) -> None:
 
 class CurationQueries:
     engine: Engine
+    user_ref: Callable[[str], str]
 
     def save_curation(self, cycle_id: str, reliability: Iterable[Any], queue: Iterable[Any]) -> None:
         """Replace the reliability table and the open queue with this cycle's, in one transaction."""
@@ -92,7 +93,9 @@ class CurationQueries:
             conn.execute(insert(t.annotations).values(content_hash=item_id, label=label, annotator=annotator,
                                                       created_at=now))
             conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.content_hash == item_id))
-            audit.append(conn, annotator, "annotation", {"item_id": item_id, "label": label})
+            # The audit chain outlives erasure, so it names the item by a keyed reference, not its content hash.
+            audit.append(conn, annotator, "annotation", {"item_ref": self.user_ref(f"item:{item_id}"),
+                                                         "label": label})
         return {"item_id": item_id, "label": label, "annotator": annotator, "created_at": now.isoformat()}
 
     def annotations(self) -> dict[str, str]:
