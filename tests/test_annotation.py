@@ -1,4 +1,5 @@
-"""Curation as users and operators see it: the annotation queue API and CLI, reliability, datasheets, export."""
+"""Curation as users and operators see it: the annotation queue API and CLI, reliability, datasheets, export,
+and the model card of the version trained on the curated snapshot."""
 
 from __future__ import annotations
 
@@ -189,3 +190,20 @@ def test_snapshots_have_datasheets_and_export_for_huggingface_datasets(curated, 
     assert first["image"].size == (28, 28)
     assert loaded.features["label"].int2str(first["label"]) == table.column("label")[0].as_py()
     assert "user_refs" not in loaded.column_names  # pseudonyms stay inside the workspace
+
+
+def test_every_version_has_a_model_card_with_intervals_and_the_gate_decision(curated, ws):
+    """v1 (seed only) and the cycle's candidate each get a card; `datawheel models --card` prints it."""
+    _, state = curated
+    v = state["candidate_version"]
+    card = ws.model_path(v).with_suffix(".card.md").read_text()
+    metrics = ws.store.get_model(v)["metrics"]
+    lo, hi = metrics["accuracy_ci95"]
+    assert lo <= metrics["accuracy"] <= hi and 0 <= metrics["ece"] <= 1
+    assert f"{lo:.2%} – {hi:.2%}" in card and state["snapshot_id"] in card
+    assert f"Decision: **{state['decision']}**" in card and "McNemar exact p" in card
+    assert "| 0 |" in card  # per-class recall table
+    assert "Trained on the seed set only" in ws.model_path(1).with_suffix(".card.md").read_text()
+    out = CliRunner().invoke(cli, ["models", str(ws.root), "--card", str(v)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and f"Model card: v{v}" in out.output
+    assert CliRunner().invoke(cli, ["models", str(ws.root), "--card", "99"]).exit_code == 2

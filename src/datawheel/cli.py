@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markdown import Markdown
 from rich.table import Table
 
 from datawheel import cli_data
@@ -105,21 +106,31 @@ def cycle(workspace: Path) -> None:
 
 
 @app.command()
-def models(workspace: Path) -> None:
+def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print this version's model card")) -> None:
     """List model versions with their golden-set metrics and aliases."""
+    from datawheel.model_card import card_path
     from datawheel.workspace import Workspace
 
     try:
         ws = Workspace.open(workspace)
     except DatawheelError as exc:
         _fail(exc)
+    if card is not None:
+        path = card_path(ws.model_path(card))
+        if not path.is_file():
+            err.print(f"[red]error:[/] model v{card} has no card ({path.name} not found)")
+            raise typer.Exit(2)
+        console.print(Markdown(path.read_text(encoding="utf-8")))
+        return
     aliases: dict[int, list[str]] = {}
     for name, version in ws.store.aliases().items():
         aliases.setdefault(version, []).append(name)
-    table = Table("version", "aliases", "model", "accuracy", "macro-F1", "dataset", "parent")
+    table = Table("version", "aliases", "model", "accuracy", "95 % interval", "macro-F1", "dataset", "parent")
     for m in ws.store.list_models():
+        lo, hi = m["metrics"].get("accuracy_ci95", ["-", "-"])
+        interval = f"{lo:.1%}–{hi:.1%}" if isinstance(lo, float) else "-"
         table.add_row(f"v{m['version']}", ",".join(sorted(aliases.get(m["version"], []))), m["model_name"],
-                      f"{m['metrics']['accuracy']:.2%}", f"{m['metrics']['macro_f1']:.3f}",
+                      f"{m['metrics']['accuracy']:.2%}", interval, f"{m['metrics']['macro_f1']:.3f}",
                       (m["dataset_id"] or "seed")[:12], str(m["parent"] or ""))
     console.print(table)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datawheel import model_card
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
 from datawheel.errors import WorkspaceError
 from datawheel.stages import release
@@ -54,7 +55,7 @@ class Registry:
                 "ece": round(expected_calibration_error(probs, y), 6)}
 
     def register(self, trained: TrainedModel, metrics: dict, *, dataset_id: str | None, parent: int | None,
-                 cycle_id: str | None) -> int:
+                 cycle_id: str | None, decision: dict | None = None) -> int:
         version = self.store.next_model_version()
         buf = io.BytesIO()
         torch.save({"format": 1, "task": self.ws.task.name, "labels": list(self.ws.labels),
@@ -62,6 +63,10 @@ class Registry:
                     "state_dict": trained.module.state_dict()}, buf)
         path = self.ws.model_path(version)
         atomic_write_bytes(path, buf.getvalue())
+        model_card.write(path, model_card.render(
+            version=version, task=self.ws.task.name, labels=self.ws.labels, train_info=trained.info,
+            metrics=metrics, dataset_id=dataset_id, seed_items=len(self.ws.seed()), parent=parent,
+            decision=decision))
         self.store.add_model(version=version, model_name=trained.model_name,
                              path=str(path.relative_to(self.ws.root)), sha256=sha256_file(path),
                              metrics=metrics, dataset_id=dataset_id, parent=parent, cycle_id=cycle_id,
@@ -113,7 +118,9 @@ class Registry:
         decision = gate(cand_metrics, champ_metrics, self.ws.config.gate, paired=paired,
                         more_data=len(data) > champion_examples, replacing=replacing)
         version = self.register(candidate, cand_metrics, dataset_id=dataset_id, parent=champion.version,
-                                cycle_id=cycle_id)
+                                cycle_id=cycle_id, decision={"decision": decision.name,
+                                                             "decision_reasons": decision.reasons,
+                                                             "mcnemar": paired})
         if decision.promote:
             self.promote(version, actor="cycle", reason="; ".join(decision.reasons))
         return {

@@ -1,0 +1,69 @@
+"""Model cards (after Mitchell et al., "Model Cards for Model Reporting"): one Markdown file per version.
+
+Written when a version is registered, beside its weights (``models/v7.card.md``),
+so whoever finds a model file can read what it was trained on, how well it did
+with what uncertainty, how the gate judged it, and where it is weak.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datawheel.artifacts import atomic_write_bytes
+
+#: classes below this recall are listed as known weaknesses
+WEAK_RECALL = 0.9
+
+
+def render(*, version: int, task: str, labels: tuple[str, ...], train_info: dict, metrics: dict,
+           dataset_id: str | None, seed_items: int, parent: int | None, decision: dict | None) -> str:
+    lo, hi = metrics.get("accuracy_ci95", [metrics["accuracy"], metrics["accuracy"]])
+    n = metrics["n"]
+    recall = metrics["per_class_recall"]
+    weak = [f"`{lab}` ({r:.1%})" for lab, r in recall.items() if r < WEAK_RECALL]
+    lines = [
+        f"# Model card: v{version}",
+        "",
+        f"- task: {task}; labels: {', '.join(labels)}",
+        f"- architecture: `{train_info.get('model_name')}`; optimizer {train_info.get('optimizer')}, "
+        f"{train_info.get('schedule')} schedule, {train_info.get('epochs')} epochs, seed {train_info.get('seed')}",
+        f"- trained on: {train_info.get('examples')} examples — the seed set ({seed_items})"
+        + (f" plus snapshot `{dataset_id}` (see its datasheet)" if dataset_id else " only"),
+        f"- parent: {'none' if parent is None else f'v{parent}'}",
+        "",
+        "## Golden-set evaluation",
+        "",
+        f"Accuracy {metrics['accuracy']:.2%} (95 % bootstrap interval {lo:.2%} – {hi:.2%}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}, expected calibration error {metrics.get('ece', float('nan')):.4f}, "
+        f"on {n} items (one item is {1 / max(n, 1):.2%}).",
+        "",
+        "| class | recall |",
+        "|---|---|",
+        *[f"| {lab} | {r:.2%} |" for lab, r in recall.items()],
+        "",
+    ]
+    if decision:
+        m = decision.get("mcnemar") or {}
+        lines += ["## Gate", "", f"Decision: **{decision['decision']}**.", "",
+                  *[f"- {reason}" for reason in decision["decision_reasons"]]]
+        if m:
+            lines += [f"- against the champion: right on {m['only_candidate']} items it missed, wrong on "
+                      f"{m['only_champion']} it got right (McNemar exact p = {m['p_value']:.3g})"]
+        lines.append("")
+    lines += ["## Known limits", "",
+              "- Measured on the workspace's golden set only; other populations may differ.",
+              f"- Classes below {WEAK_RECALL:.0%} recall: {', '.join(weak) if weak else 'none'}.",
+              "- Trained on user-labelled data after curation; remaining label noise is estimated in the "
+              "snapshot's datasheet." if dataset_id else "- Trained on the seed set only.",
+              ""]
+    return "\n".join(lines)
+
+
+def card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".card.md")
+
+
+def write(model_path: Path, text: str) -> Path:
+    path = card_path(model_path)
+    atomic_write_bytes(path, text.encode())
+    return path
