@@ -136,6 +136,25 @@ def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print
 
 
 @app.command()
+def export(workspace: Path, format: str = typer.Option("onnx", help="artifact format (onnx)"),
+           version: Optional[int] = typer.Option(None, help="model version (default: the champion)")) -> None:
+    """Export a model version as ONNX, checked against PyTorch on the golden set."""
+    from datawheel.onnx_export import export as export_onnx
+    from datawheel.registry import Registry
+    from datawheel.workspace import Workspace
+
+    if format != "onnx":
+        err.print(f"[red]error:[/] --format {format!r}: only 'onnx' is supported")
+        raise typer.Exit(2)
+    try:
+        ws = Workspace.open(workspace)
+        result = export_onnx(ws, version if version is not None else Registry(ws).champion_version())
+    except DatawheelError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(result))
+
+
+@app.command()
 def promote(workspace: Path, version: int) -> None:
     """Make VERSION the champion (the current one becomes `previous`)."""
     from datawheel.registry import Registry

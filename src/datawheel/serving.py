@@ -21,13 +21,23 @@ from datawheel.workspace import Workspace
 
 
 class ModelServer:
-    def __init__(self, ws: Workspace, refresh_interval: float = 1.0) -> None:
+    def __init__(self, ws: Workspace, refresh_interval: float = 1.0, runtime: str = "torch") -> None:
         self.ws = ws
         self.registry = Registry(ws)
         self.refresh_interval = refresh_interval
+        self.runtime = runtime
         self._lock = threading.Lock()
         self._checked_at = 0.0
-        self._current: LoadedModel = self.registry.load(self.registry.champion_version())
+        self._current: LoadedModel = self._load(self.registry.champion_version())
+
+    def _load(self, version: int) -> LoadedModel:
+        if self.runtime == "onnx":
+            from datawheel.onnx_export import export, load_onnx, onnx_path
+
+            if not onnx_path(self.ws, version).is_file():
+                export(self.ws, version)  # a new champion is exported (and checked) before it serves
+            return load_onnx(self.ws, version)
+        return self.registry.load(version)
 
     @property
     def current(self) -> LoadedModel:
@@ -42,7 +52,7 @@ class ModelServer:
             self._checked_at = now
             version = self.registry.champion_version()
             if version != self._current.version:
-                self._current = self.registry.load(version)
+                self._current = self._load(version)
         return self._current
 
     def predict(self, item: Any) -> tuple[int, str, dict[str, float]]:

@@ -7,6 +7,8 @@ Placeholder keys are refused: a guessable key is worse than none.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +27,8 @@ class Settings(BaseSettings):
     auto_cycle: int = 0
     #: seconds between checks for a champion promoted by another process
     refresh_interval: float = 1.0
+    #: serve the champion with PyTorch or with onnxruntime (exported and checked on first use)
+    runtime: Literal["torch", "onnx"] = "torch"
     #: run cycles in a child process (the default) or in a thread of the server (tests)
     cycle_in_subprocess: bool = True
 

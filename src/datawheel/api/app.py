@@ -74,7 +74,7 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="datawheel", version="0.1.0",
                   description="The user-data flywheel: predict, log, feedback, consent, erasure, cycles.")
     telemetry = Telemetry()
-    server = ModelServer(ws, refresh_interval=settings.refresh_interval)
+    server = ModelServer(ws, refresh_interval=settings.refresh_interval, runtime=settings.runtime)
 
     def on_finish(cycle: dict) -> None:
         telemetry.cycles.labels(cycle["status"], cycle["decision"] or "none").inc()

@@ -73,6 +73,8 @@ class Task(ABC):
     def show(self, item: Any) -> dict:
         """The item as a JSON object an annotator can be shown (an image as PNG, text as text)."""
 
+    #: axes of :meth:`featurize`'s output whose size varies between batches (ONNX export keeps them dynamic)
+    variable_dims: tuple[int, ...] = (0,)
     #: (column name, Hugging Face feature) of the input column in an exported dataset
     hf_feature: tuple[str, dict]
     #: the same feature as a dataset card's ``dtype``

@@ -58,6 +58,7 @@ class TextClassification(Task):
     models = ("ngram",)
     hf_feature = ("text", {"_type": "Value", "dtype": "string"})
     hf_dtype = "string"
+    variable_dims = (0, 1)  # batch and padded length
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32) -> None:

@@ -1,0 +1,88 @@
+"""Portable artifacts: a registered version as ONNX, and an onnxruntime module that serves it.
+
+Export uses PyTorch's torch.export-based exporter with the batch (and, for text,
+the sequence) dimension left dynamic, then checks itself: onnxruntime and
+PyTorch must agree on every golden-set prediction before the file is kept.
+onnx, onnxscript and onnxruntime are an optional extra (``.[onnx]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datawheel.artifacts import atomic_write_bytes, sha256_file
+from datawheel.errors import ConfigError, WorkspaceError
+from datawheel.registry import LoadedModel, Registry
+from datawheel.tasks.base import predict_proba
+from datawheel.workspace import Workspace
+
+
+def _runtime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX needs the onnx extra: pip install 'datawheel[onnx]'") from None
+    return onnxruntime
+
+
+class OnnxModule:
+    """Stands in for the torch module where the server predicts: features tensor in, logits tensor out."""
+
+    def __init__(self, path: Path) -> None:
+        self.session = _runtime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def eval(self) -> "OnnxModule":
+        return self
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: features.numpy()})[0])
+
+
+def onnx_path(ws: Workspace, version: int) -> Path:
+    return ws.model_path(version).with_suffix(".onnx")
+
+
+def export(ws: Workspace, version: int) -> dict:
+    """Write ``models/v<N>.onnx`` after checking it against PyTorch on the golden set; return the check."""
+    _runtime()
+    registry = Registry(ws)
+    loaded = registry.load(version)
+    task, golden = ws.task, ws.golden()
+    features = task.featurize([task.decode(b) for b in golden.inputs])  # the real shapes the model sees
+    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims}
+    program = torch.onnx.export(loaded.module, (features[:2],), dynamic_shapes=(dims,), input_names=["features"],
+                                output_names=["logits"], dynamo=True, verbose=False)
+    path = onnx_path(ws, version)
+    tmp = path.with_name(f".{path.name}.tmp")
+    program.save(str(tmp))
+    try:
+        check = _compare(loaded, OnnxModule(tmp), features)
+        if check["agreement"] < 1.0:
+            raise WorkspaceError(f"model v{version}: the ONNX export disagrees with PyTorch on "
+                                 f"{check['disagreements']} golden items; not kept")
+        atomic_write_bytes(path, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"version": version, "path": str(path.relative_to(ws.root)), "sha256": sha256_file(path), **check}
+
+
+def _compare(loaded: LoadedModel, onnx: OnnxModule, features: torch.Tensor) -> dict:
+    expected = predict_proba(loaded.module, features).numpy()
+    got = predict_proba(onnx, features).numpy()
+    same = expected.argmax(1) == got.argmax(1)
+    return {"items": int(len(same)), "agreement": float(same.mean()) if len(same) else 1.0,
+            "disagreements": int((~same).sum()), "max_abs_prob_diff": float(np.abs(expected - got).max(initial=0))}
+
+
+def load_onnx(ws: Workspace, version: int) -> LoadedModel:
+    """The version's ONNX file as a servable model; it must have been exported first."""
+    path = onnx_path(ws, version)
+    if not path.is_file():
+        raise WorkspaceError(f"model v{version} has no ONNX export; run `datawheel export {ws.root} "
+                             f"--format onnx --version {version}`")
+    name = ws.store.get_model(version)["model_name"]
+    return LoadedModel(version, name, OnnxModule(path))  # type: ignore[arg-type]
