@@ -59,3 +59,4 @@ def client(ws: Workspace) -> TestClient:
 
 APP = {"Authorization": f"Bearer {APP_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+

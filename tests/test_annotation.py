@@ -207,3 +207,4 @@ def test_every_version_has_a_model_card_with_intervals_and_the_gate_decision(cur
     out = CliRunner().invoke(cli, ["models", str(ws.root), "--card", str(v)], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and f"Model card: v{v}" in out.output
     assert CliRunner().invoke(cli, ["models", str(ws.root), "--card", "99"]).exit_code == 2
+

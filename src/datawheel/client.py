@@ -106,3 +106,20 @@ class Client:
 
     def rollback(self) -> dict:
         return self._call("POST", "/v1/rollback")
+
+    def start_shadow(self, version: int) -> dict:
+        return self._call("POST", f"/v1/models/{version}/shadow")
+
+    def stop_shadow(self) -> dict:
+        return self._call("DELETE", "/v1/shadow")
+
+    def shadow_report(self, version: int | None = None) -> dict:
+        return self._call("GET", "/v1/shadow", params={} if version is None else {"version": version})
+
+    # the annotators' routes
+
+    def annotation_queue(self, limit: int = 20) -> dict:
+        return self._call("GET", "/v1/annotation/queue", params={"limit": limit})
+
+    def annotate(self, item_id: str, label: str) -> dict:
+        return self._call("POST", f"/v1/annotation/{item_id}", json={"label": label})

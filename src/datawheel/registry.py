@@ -96,6 +96,14 @@ class Registry:
         self.store.set_aliases(new, actor, "promotion", {"version": version, "reason": reason})
         return new
 
+    def shadow(self, version: int | None, actor: str) -> dict[str, int]:
+        """Start (or with None, stop) a shadow run of ``version`` beside the champion."""
+        if version is not None:
+            self.store.get_model(version)  # raises NotFound for an unknown version
+        new = release.shadow(self.store.aliases(), version)
+        self.store.set_aliases(new, actor, "shadow", {"version": version})
+        return new
+
     def rollback(self, actor: str) -> dict[str, int]:
         new = release.rollback(self.store.aliases())
         self.store.set_aliases(new, actor, "rollback", {"version": new["champion"]})

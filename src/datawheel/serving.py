@@ -29,6 +29,11 @@ class ModelServer:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._current: LoadedModel = self._load(self.registry.champion_version())
+        #: a candidate predicting beside the champion on live traffic, never answering
+        self._shadow: LoadedModel | None = None
+        shadow = ws.store.aliases().get("shadow")
+        if shadow is not None:
+            self._shadow = self._load(shadow)
 
     def _load(self, version: int) -> LoadedModel:
         if self.runtime == "onnx":
@@ -53,7 +58,20 @@ class ModelServer:
             version = self.registry.champion_version()
             if version != self._current.version:
                 self._current = self._load(version)
+            shadow = self.ws.store.aliases().get("shadow")
+            if shadow is None:
+                self._shadow = None
+            elif self._shadow is None or self._shadow.version != shadow:
+                self._shadow = self._load(shadow)
         return self._current
+
+    def shadow_predict(self, item: Any) -> tuple[int, str] | None:
+        """The shadow's answer for an item the champion just answered, or None when no shadow runs."""
+        shadow = self._shadow  # read once: a concurrent refresh may replace it
+        if shadow is None:
+            return None
+        probs = predict_proba(shadow.module, self.ws.task.featurize([item]))[0]
+        return shadow.version, self.ws.labels[int(torch.argmax(probs))]
 
     def predict(self, item: Any) -> tuple[int, str, dict[str, float]]:
         loaded = self.refresh()

@@ -20,10 +20,12 @@ from datawheel.store.db import aware, utcnow, write
 
 
 def drop_orphans(conn: Connection) -> None:
-    """Remove queue entries and answers whose content no longer has any record."""
+    """Remove queue entries, answers and shadow predictions whose record or content is gone."""
     conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.record_id.not_in(select(t.records.c.id))))
     conn.execute(delete(t.annotations).where(t.annotations.c.content_hash.not_in(
         select(t.records.c.content_hash))))
+    conn.execute(delete(t.shadow_predictions).where(
+        t.shadow_predictions.c.record_id.not_in(select(t.records.c.id))))
 
 
 class CurationQueries:

@@ -146,6 +146,14 @@ annotation_queue = Table(
     Column("cycle_id", String(32), nullable=False),
 )
 
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("record_id", String(32), primary_key=True),  # the interaction the champion answered
+    Column("version", Integer, nullable=False),  # the shadow model
+    Column("label", String(256), nullable=False),  # what the shadow would have answered
+)
+
 annotations = Table(
     "annotations",
     metadata,

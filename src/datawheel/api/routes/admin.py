@@ -1,13 +1,14 @@
-"""Operators' routes: cycles, the model registry, promotion and rollback."""
+"""Operators' routes: cycles, the model registry, promotion, rollback and shadow runs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import APIRouter, status
 
 from datawheel.api.deps import AdminKey, RunnerDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import CycleStarted
+from datawheel.errors import NotFound
 from datawheel.registry import Registry
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -78,3 +79,29 @@ def rollback(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
     aliases = Registry(ws).rollback(actor="admin")
     server.refresh(force=True)
     return {"aliases": aliases}
+
+
+@router.post("/models/{version}/shadow")
+def start_shadow(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    """Let ``version`` predict on live traffic beside the champion; only the champion answers."""
+    aliases = Registry(ws).shadow(version, actor="admin")
+    server.refresh(force=True)
+    return {"aliases": aliases}
+
+
+@router.delete("/shadow")
+def stop_shadow(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    aliases = Registry(ws).shadow(None, actor="admin")
+    server.refresh(force=True)
+    return {"aliases": aliases}
+
+
+@router.get("/shadow")
+def shadow_report(_: AdminKey, ws: WorkspaceDep, version: Optional[int] = None) -> dict:
+    """Agreement with the champion and, where users gave feedback, both models' accuracy."""
+    if version is None:
+        version = ws.store.aliases().get("shadow")
+        if version is None:
+            raise NotFound("version: no shadow is running; give ?version= for a past shadow run")
+    ws.store.get_model(version)
+    return ws.store.shadow_report(version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter, Request
@@ -10,6 +11,17 @@ from datawheel.api.deps import AppKey, GateDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import PredictIn, PredictOut
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+log = logging.getLogger(__name__)
+
+
+def _shadow(server, ws, item, record_id: str) -> None:
+    """Record the shadow's answer; a failing shadow must never fail the user's request."""
+    try:
+        answer = server.shadow_predict(item)
+        if answer is not None:
+            ws.store.add_shadow_prediction(record_id, *answer)
+    except Exception as exc:  # noqa: BLE001 - logged by type only: no input, no user id
+        log.warning("shadow prediction failed: %s", type(exc).__name__)
 
 
 @router.post("/predict", response_model=PredictOut)
@@ -25,6 +37,7 @@ def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, gat
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
         consent=body.consent.scopes() if body.consent else None, predicted_label=label,
         model_name="datawheel", model_version=str(version), meta=meta, require=gate.requirement("interaction"))
+    _shadow(server, ws, item, record_id)
     telemetry.predictions.inc()
     telemetry.records.labels("interaction").inc()
     telemetry.predict_seconds.observe(time.perf_counter() - started)
