@@ -176,7 +176,8 @@ def _table(n: int, r: dict) -> Table:
     lo, hi = cand["accuracy_ci95"]
     table.add_row("candidate accuracy", f"{cand['accuracy']:.1%} [{lo:.1%}, {hi:.1%}] (v{r['candidate_version']})")
     m = r["mcnemar"]
-    table.add_row("vs champion (McNemar)", f"+{m['only_candidate']} / -{m['only_champion']} items, p={m['p_value']:.2g}")
+    table.add_row("vs champion (McNemar)",
+                  f"+{m['only_candidate']} / -{m['only_champion']} items, p={m['p_value']:.2g}")
     table.add_row("decision", r["decision"])
     if r["decision"] == "rejected":
         for reason in r["decision_reasons"]:

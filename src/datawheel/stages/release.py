@@ -2,9 +2,9 @@
 
 The registry keeps up to three aliases: ``champion`` (what serving answers with),
 ``previous`` (where a rollback goes) and ``shadow`` (a version that predicts on
-live traffic beside the champion without answering; promoting it ends the shadow run). Computing the new map here, apart from
-the store that persists it, keeps promote, rollback and cycle releases
-consistent with each other.
+live traffic beside the champion without answering; promoting it ends the
+shadow run). Computing the new map here, apart from the store that persists
+it, keeps promote, rollback, shadow and cycle releases consistent.
 """
 
 from __future__ import annotations

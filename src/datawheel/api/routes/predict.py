@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from datawheel.api.deps import AppKey, GateDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import PredictIn, PredictOut
+from datawheel.serving import ModelServer
+from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 log = logging.getLogger(__name__)
 
 
-def _shadow(server, ws, item, record_id: str) -> None:
+def _shadow(server: ModelServer, ws: Workspace, item: Any, record_id: str) -> None:
     """Record the shadow's answer; a failing shadow must never fail the user's request."""
     try:
         answer = server.shadow_predict(item)
