@@ -72,9 +72,11 @@ def test_shadow_alias_arithmetic():
     assert release.promote(aliases, 4) == {"champion": 4, "previous": 2, "shadow": 3}
     assert release.promote(aliases, 3) == {"champion": 3, "previous": 2}
     assert release.rollback(aliases) == {"champion": 1, "previous": 2, "shadow": 3}
-    assert release.shadow(aliases, None) == {"champion": 2, "previous": 1}
+    assert release.trial(aliases, "shadow", None) == {"champion": 2, "previous": 1}
     with pytest.raises(Conflict):
-        release.shadow(aliases, 2)
+        release.trial(aliases, "shadow", 2)
+    both = release.trial(aliases, "canary", 4)
+    assert release.promote(both, 4) == {"champion": 4, "previous": 2, "shadow": 3}
 
 
 def test_the_python_client_covers_shadow_and_annotation_routes(ws, splits):

@@ -116,6 +116,15 @@ class Client:
     def shadow_report(self, version: int | None = None) -> dict:
         return self._call("GET", "/v1/shadow", params={} if version is None else {"version": version})
 
+    def start_canary(self, version: int) -> dict:
+        return self._call("POST", f"/v1/models/{version}/canary")
+
+    def stop_canary(self) -> dict:
+        return self._call("DELETE", "/v1/canary")
+
+    def canary_report(self) -> dict:
+        return self._call("GET", "/v1/canary")
+
     # the annotators' routes
 
     def annotation_queue(self, limit: int = 20) -> dict:

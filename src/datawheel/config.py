@@ -75,6 +75,16 @@ class GateSection(_Section):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
 
 
+class ReleaseSection(_Section):
+    #: share of users (by a stable hash of their id) a canary answers
+    canary_share: float = Field(0.1, gt=0.0, lt=1.0)
+    #: the canary is rolled back when its live accuracy falls this far below the champion's...
+    canary_margin: float = Field(0.05, ge=0.0, le=1.0)
+    #: ...once this many of its answers have feedback, and the gap is significant at this level
+    canary_min_feedback: int = Field(30, ge=1)
+    canary_alpha: float = Field(0.05, gt=0.0, lt=1.0)
+
+
 class CycleSection(_Section):
     #: start a cycle automatically after this many new labelled records (0 = never)
     auto_every: int = Field(0, ge=0)
@@ -85,6 +95,7 @@ class WorkspaceConfig(_Section):
     model: ModelSection = ModelSection()
     curation: CurationSection = CurationSection()
     gate: GateSection = GateSection()
+    release: ReleaseSection = ReleaseSection()
     cycle: CycleSection = CycleSection()
 
     def to_toml(self) -> str:

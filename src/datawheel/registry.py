@@ -96,12 +96,12 @@ class Registry:
         self.store.set_aliases(new, actor, "promotion", {"version": version, "reason": reason})
         return new
 
-    def shadow(self, version: int | None, actor: str) -> dict[str, int]:
-        """Start (or with None, stop) a shadow run of ``version`` beside the champion."""
+    def trial(self, name: str, version: int | None, actor: str, reason: str = "") -> dict[str, int]:
+        """Start (or with None, stop) a ``shadow`` or ``canary`` trial of ``version`` beside the champion."""
         if version is not None:
             self.store.get_model(version)  # raises NotFound for an unknown version
-        new = release.shadow(self.store.aliases(), version)
-        self.store.set_aliases(new, actor, "shadow", {"version": version})
+        new = release.trial(self.store.aliases(), name, version)
+        self.store.set_aliases(new, actor, name, {"version": version, **({"reason": reason} if reason else {})})
         return new
 
     def rollback(self, actor: str) -> dict[str, int]:

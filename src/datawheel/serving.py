@@ -9,11 +9,13 @@ checksum-verified before it is published.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from typing import Any
 
 import torch
+from scipy.stats import fisher_exact
 
 from datawheel.registry import LoadedModel, Registry
 from datawheel.tasks.base import predict_proba
@@ -31,9 +33,18 @@ class ModelServer:
         self._current: LoadedModel = self._load(self.registry.champion_version())
         #: a candidate predicting beside the champion on live traffic, never answering
         self._shadow: LoadedModel | None = None
-        shadow = ws.store.aliases().get("shadow")
-        if shadow is not None:
-            self._shadow = self._load(shadow)
+        #: a candidate answering a stable share of users
+        self._canary: LoadedModel | None = None
+        self._sync_trials()
+
+    def _sync_trials(self) -> None:
+        aliases = self.ws.store.aliases()
+        for name in ("shadow", "canary"):
+            version, held = aliases.get(name), getattr(self, f"_{name}")
+            if version is None:
+                setattr(self, f"_{name}", None)
+            elif held is None or held.version != version:
+                setattr(self, f"_{name}", self._load(version))
 
     def _load(self, version: int) -> LoadedModel:
         if self.runtime == "onnx":
@@ -58,12 +69,37 @@ class ModelServer:
             version = self.registry.champion_version()
             if version != self._current.version:
                 self._current = self._load(version)
-            shadow = self.ws.store.aliases().get("shadow")
-            if shadow is None:
-                self._shadow = None
-            elif self._shadow is None or self._shadow.version != shadow:
-                self._shadow = self._load(shadow)
+            self._sync_trials()
         return self._current
+
+    def in_canary(self, user_id: str) -> bool:
+        """Stable per user: the same user always gets the same model while the canary runs."""
+        digest = hashlib.sha256(f"canary:{user_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2 ** 64 < self.ws.config.release.canary_share
+
+    def check_canary(self) -> dict | None:
+        """Roll the canary back if users' feedback says it is worse than the champion by the margin."""
+        canary = self._canary
+        if canary is None:
+            return None
+        cfg = self.ws.config.release
+        n, right = self.ws.store.live_accuracy(canary.version)
+        if n < cfg.canary_min_feedback:
+            return None
+        champ_n, champ_right = self.ws.store.live_accuracy(self._current.version)
+        canary_acc, champ_acc = right / n, (champ_right / champ_n if champ_n else 1.0)
+        if canary_acc >= champ_acc - cfg.canary_margin:
+            return None
+        # Worse by the margin, and not by the luck of which users and items each model drew.
+        p = fisher_exact([[right, n - right], [champ_right, champ_n - champ_right]], alternative="less").pvalue \
+            if champ_n else 0.0
+        if p >= cfg.canary_alpha:
+            return None
+        reason = (f"live accuracy {canary_acc:.3f} on {n} answers vs champion {champ_acc:.3f} on {champ_n}: "
+                  f"below by more than {cfg.canary_margin} (Fisher exact p={p:.3g})")
+        aliases = self.registry.trial("canary", None, actor="canary-monitor", reason=reason)
+        self.refresh(force=True)
+        return {"rolled_back": canary.version, "reason": reason, "aliases": aliases}
 
     def shadow_predict(self, item: Any) -> tuple[int, str] | None:
         """The shadow's answer for an item the champion just answered, or None when no shadow runs."""
@@ -73,8 +109,11 @@ class ModelServer:
         probs = predict_proba(shadow.module, self.ws.task.featurize([item]))[0]
         return shadow.version, self.ws.labels[int(torch.argmax(probs))]
 
-    def predict(self, item: Any) -> tuple[int, str, dict[str, float]]:
+    def predict(self, item: Any, user_id: str | None = None) -> tuple[int, str, dict[str, float]]:
         loaded = self.refresh()
+        canary = self._canary
+        if canary is not None and user_id is not None and self.in_canary(user_id):
+            loaded = canary
         probs = predict_proba(loaded.module, self.ws.task.featurize([item]))[0]  # [n_classes]
         labels = self.ws.labels
         top = int(torch.argmax(probs))

@@ -18,14 +18,14 @@ from datawheel.store.curation import CurationQueries
 from datawheel.store.db import make_engine
 from datawheel.store.people import PeopleQueries
 from datawheel.store.runs import RunQueries
-from datawheel.store.shadow import ShadowQueries
+from datawheel.store.live import LiveQueries
 
 
 def _unkeyed_ref(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
-class Store(PeopleQueries, RunQueries, CurationQueries, ShadowQueries):
+class Store(PeopleQueries, RunQueries, CurationQueries, LiveQueries):
     def __init__(self, engine: Engine, user_ref: Callable[[str], str] = _unkeyed_ref) -> None:
         self.engine = engine
         #: how users are named in the audit log and erasure receipts: a keyed pseudonym, never the id

@@ -1,4 +1,4 @@
-"""Operators' routes: cycles, the model registry, promotion, rollback and shadow runs."""
+"""Operators' routes: cycles, the model registry, promotion, rollback, shadow runs and canaries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from datawheel.api.deps import AdminKey, RunnerDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import CycleStarted
 from datawheel.errors import NotFound
 from datawheel.registry import Registry
+from datawheel.serving import ModelServer
+from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -81,19 +83,21 @@ def rollback(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
     return {"aliases": aliases}
 
 
+def _set_trial(ws: Workspace, server: ModelServer, name: str, version: int | None) -> dict:
+    aliases = Registry(ws).trial(name, version, actor="admin")
+    server.refresh(force=True)  # this process serves the change at once, others within refresh_interval
+    return {"aliases": aliases}
+
+
 @router.post("/models/{version}/shadow")
 def start_shadow(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
     """Let ``version`` predict on live traffic beside the champion; only the champion answers."""
-    aliases = Registry(ws).shadow(version, actor="admin")
-    server.refresh(force=True)
-    return {"aliases": aliases}
+    return _set_trial(ws, server, "shadow", version)
 
 
 @router.delete("/shadow")
 def stop_shadow(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
-    aliases = Registry(ws).shadow(None, actor="admin")
-    server.refresh(force=True)
-    return {"aliases": aliases}
+    return _set_trial(ws, server, "shadow", None)
 
 
 @router.get("/shadow")
@@ -105,3 +109,28 @@ def shadow_report(_: AdminKey, ws: WorkspaceDep, version: Optional[int] = None) 
             raise NotFound("version: no shadow is running; give ?version= for a past shadow run")
     ws.store.get_model(version)
     return ws.store.shadow_report(version)
+
+
+@router.post("/models/{version}/canary")
+def start_canary(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    """Let ``version`` answer a stable share of users; it is rolled back if their feedback says it is worse."""
+    return {**_set_trial(ws, server, "canary", version), "share": ws.config.release.canary_share}
+
+
+@router.delete("/canary")
+def stop_canary(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
+    return _set_trial(ws, server, "canary", None)
+
+
+@router.get("/canary")
+def canary_report(_: AdminKey, ws: WorkspaceDep) -> dict:
+    """The running canary's and the champion's live accuracy on the answers users gave feedback on."""
+    aliases = ws.store.aliases()
+    if "canary" not in aliases:
+        raise NotFound("canary: none is running")
+
+    def live(version: int) -> dict:
+        n, right = ws.store.live_accuracy(version)
+        return {"version": version, "with_feedback": n, "accuracy": round(right / n, 6) if n else None}
+    return {"share": ws.config.release.canary_share, "canary": live(aliases["canary"]),
+            "champion": live(aliases["champion"])}

@@ -35,7 +35,7 @@ def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, gat
     # Redacted before the model sees it, so serving and training see the same text.
     item = gate.clean_item(ws.task.parse(body.input), "input.text")
     meta = gate.clean_meta(body.metadata)
-    version, label, scores = server.predict(item)
+    version, label, scores = server.predict(item, body.user_id)
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
         consent=body.consent.scopes() if body.consent else None, predicted_label=label,

@@ -50,6 +50,8 @@ def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, g
     request.app.state.telemetry.feedback.labels(kind).inc()
     if body.label is not None or body.rating == 1:
         runner.note_labelled()
+    if body.label is not None or body.rating is not None:
+        request.app.state.server.check_canary()
     return Created(id=feedback_id)
 
 

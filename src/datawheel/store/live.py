@@ -1,18 +1,19 @@
-"""Shadow runs: what a candidate would have answered on live traffic, and how that compares.
+"""Live evaluation: shadow runs and canaries, judged on real traffic rather than the golden set.
 
-Agreement needs no labels; accuracy uses the feedback users gave afterwards
-(a correction's label, or a confirmation of the champion's answer).
+A shadow's answers are stored beside the champion's; agreement needs no labels.
+Accuracy uses the feedback users gave afterwards: a correction's label, a
+confirmation (rating +1) of the answer, or a rejection (rating -1) of it.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, or_, select
 
 from datawheel.store import tables as t
 from datawheel.store.db import write
 
 
-class ShadowQueries:
+class LiveQueries:
     engine: Engine
 
     def add_shadow_prediction(self, record_id: str, version: int, label: str) -> None:
@@ -46,3 +47,17 @@ class ShadowQueries:
             "shadow_accuracy": round(sum(r.shadow == y for r, y in labelled) / len(labelled), 6)
             if labelled else None,
         }
+
+    def live_accuracy(self, version: int) -> tuple[int, int]:
+        """(answers with feedback, answers judged right) for the interactions ``version`` answered."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.records.c.id, t.records.c.predicted_label, t.feedback.c.label, t.feedback.c.rating)
+                .join(t.feedback, t.feedback.c.record_id == t.records.c.id)
+                .where(t.records.c.kind == "interaction", t.records.c.model_version == str(version),
+                       or_(t.feedback.c.label.is_not(None), t.feedback.c.rating.is_not(None)))
+                .order_by(t.feedback.c.created_at)).all()
+        verdict: dict[str, bool] = {}
+        for r in rows:  # the latest judgement of each answer counts
+            verdict[r.id] = (r.label == r.predicted_label) if r.label is not None else r.rating == 1
+        return len(verdict), sum(verdict.values())
