@@ -84,8 +84,9 @@ class Registry:
         module.eval()
         return LoadedModel(version, blob["model_name"], module)
 
-    def champion_version(self) -> int:
-        aliases = self.store.aliases()
+    def champion_version(self, aliases: dict[str, int] | None = None) -> int:
+        """The champion's version, from ``aliases`` when the caller has just read them."""
+        aliases = self.store.aliases() if aliases is None else aliases
         if "champion" not in aliases:
             raise WorkspaceError("the workspace has no champion model; was `datawheel init` completed?")
         return aliases["champion"]

@@ -18,6 +18,7 @@ import torch
 from scipy.stats import fisher_exact
 
 from datawheel.registry import LoadedModel, Registry
+from datawheel.stages.release import TRIALS
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
 
@@ -30,16 +31,16 @@ class ModelServer:
         self.runtime = runtime
         self._lock = threading.Lock()
         self._checked_at = 0.0
-        self._current: LoadedModel = self._load(self.registry.champion_version())
+        aliases = ws.store.aliases()
+        self._current: LoadedModel = self._load(self.registry.champion_version(aliases))
         #: a candidate predicting beside the champion on live traffic, never answering
         self._shadow: LoadedModel | None = None
         #: a candidate answering a stable share of users
         self._canary: LoadedModel | None = None
-        self._sync_trials()
+        self._sync_trials(aliases)
 
-    def _sync_trials(self) -> None:
-        aliases = self.ws.store.aliases()
-        for name in ("shadow", "canary"):
+    def _sync_trials(self, aliases: dict[str, int]) -> None:
+        for name in TRIALS:
             version, held = aliases.get(name), getattr(self, f"_{name}")
             if version is None:
                 setattr(self, f"_{name}", None)
@@ -66,10 +67,11 @@ class ModelServer:
             return self._current
         with self._lock:
             self._checked_at = now
-            version = self.registry.champion_version()
+            aliases = self.ws.store.aliases()  # one read per check: champion and trials agree
+            version = self.registry.champion_version(aliases)
             if version != self._current.version:
                 self._current = self._load(version)
-            self._sync_trials()
+            self._sync_trials(aliases)
         return self._current
 
     def in_canary(self, user_id: str) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Mapping
 
 import numpy as np
@@ -86,8 +87,9 @@ class _Cluster:
     anchor: int | None = None
     anchor_source: str = ""  # seed | annotation
 
-    @property
+    @cached_property
     def representative(self) -> LabelledRecord:
+        """Computed once, after clustering has added every record."""
         counts = Counter(r.content_hash for r in self.records)
         best = max(self.hashes, key=lambda h: counts[h])  # first of the most repeated
         return next(r for r in self.records if r.content_hash == best)
@@ -204,18 +206,15 @@ def _cluster(groups: dict[str, list[LabelledRecord]], items: dict[str, object], 
     hashes = list(groups)
     seed_label = dict(zip(inp.seed.hashes, inp.seed.labels))
     index = {lab: j for j, lab in enumerate(inp.labels)}
-    if not cfg.near_duplicates or not hashes:
-        out = [_Cluster([h], list(groups[h])) for h in hashes]
-        for c in out:
-            if c.hashes[0] in seed_label:
-                c.anchor, c.anchor_source = index[seed_label[c.hashes[0]]], "seed"
-        return out
-    golden_items = [task.decode(b) for b in inp.golden.inputs]
-    seed_items = [task.decode(b) for b in inp.seed.inputs]
-    ids = task.near_duplicate_clusters([items[h] for h in hashes] + golden_items + seed_items)
-    n, g = len(hashes), len(golden_items)
+    if cfg.near_duplicates and hashes:
+        golden_items = [task.decode(b) for b in inp.golden.inputs]
+        seed_items = [task.decode(b) for b in inp.seed.inputs]
+        ids = task.near_duplicate_clusters([items[h] for h in hashes] + golden_items + seed_items)
+    else:
+        ids = list(range(len(hashes)))  # exact copies only; seed items are matched by hash below
+    n, g = len(hashes), len(inp.golden)
     golden_ids = set(ids[n:n + g])
-    seed_ids = {ids[n + g + j]: lab for j, lab in enumerate(inp.seed.labels)}
+    seed_ids = dict(zip(ids[n + g:], inp.seed.labels))
     by_id: dict[int, _Cluster] = {}
     for i, h in enumerate(hashes):
         if ids[i] in golden_ids:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select
 from datawheel.errors import NotFound
 from datawheel.store import audit
 from datawheel.store import tables as t
-from datawheel.store.db import aware, utcnow, write
+from datawheel.store.db import utcnow, write
 
 
 def drop_orphans(conn: Connection) -> None:
@@ -26,6 +26,12 @@ def drop_orphans(conn: Connection) -> None:
         select(t.records.c.content_hash))))
     conn.execute(delete(t.shadow_predictions).where(
         t.shadow_predictions.c.record_id.not_in(select(t.records.c.id))))
+
+
+def reliability_row(conn: Connection, user_id: str) -> dict | None:
+    """How much the last curation trusted this user's labels, and whether it left them out."""
+    row = conn.execute(select(t.user_reliability).where(t.user_reliability.c.user_id == user_id)).first()
+    return None if row is None else {"reliability": row.reliability, "votes": row.votes, "excluded": row.excluded}
 
 
 class CurationQueries:
@@ -50,11 +56,7 @@ class CurationQueries:
 
     def reliability_of(self, user_id: str) -> dict | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.user_reliability).where(t.user_reliability.c.user_id == user_id)).first()
-        if row is None:
-            return None
-        return {"reliability": row.reliability, "votes": row.votes, "excluded": row.excluded,
-                "cycle_id": row.cycle_id, "updated_at": aware(row.updated_at).isoformat()}
+            return reliability_row(conn, user_id)
 
     def users_overview(self) -> list[dict]:
         """Every user with consent, record count and estimated reliability: the operator's view."""

@@ -17,7 +17,7 @@ from datawheel.artifacts import LabelledRecord, Vote
 from datawheel.errors import NotFound
 from datawheel.store import audit
 from datawheel.store import tables as t
-from datawheel.store.curation import drop_orphans
+from datawheel.store.curation import drop_orphans, reliability_row
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
 
 SCOPES = ("training", "analytics")
@@ -158,7 +158,7 @@ class PeopleQueries:
             by_snapshot = self._models_by_snapshot(conn)
             history = conn.execute(select(t.consent_events).where(t.consent_events.c.user_id == user_id)
                                    .order_by(t.consent_events.c.at, t.consent_events.c.id)).all()
-            rel = conn.execute(select(t.user_reliability).where(t.user_reliability.c.user_id == user_id)).first()
+            rel = reliability_row(conn, user_id)
             audit.append(conn, actor, "export", {"user_ref": self.user_ref(user_id), "records": len(recs)})
         snaps: dict[str, list[str]] = defaultdict(list)
         for m in members:
@@ -184,9 +184,7 @@ class PeopleQueries:
             "consent": _consent(user),
             "consent_history": [{"scope": e.scope, "granted": e.granted, "actor": e.actor,
                                  "at": aware(e.at).isoformat()} for e in history],
-            # How much the last curation trusted this user's labels, and whether it left them out.
-            "reliability": None if rel is None else {"reliability": rel.reliability, "votes": rel.votes,
-                                                     "excluded": rel.excluded},
+            "reliability": rel,
             "records": out,
         }
 
