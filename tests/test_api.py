@@ -174,6 +174,15 @@ def test_erasure_deletes_everything_and_returns_a_receipt(client, splits, ws):
     assert client.delete("/v1/users/dave", headers=APP).status_code == 404
 
 
+def test_erasure_drops_unfinished_training_checkpoints(client, splits, ws):
+    """A killed run's checkpoint was trained on the user's data: erasure deletes it with the records."""
+    predict(client, splits, user="erin")
+    ws.checkpoint_path("snap").parent.mkdir(parents=True, exist_ok=True)
+    ws.checkpoint_path("snap").write_bytes(b"weights")
+    assert client.delete("/v1/users/erin", headers=APP).status_code == 200
+    assert not ws.checkpoint_path("snap").exists()
+
+
 def test_cycle_promote_and_rollback_through_the_api(client, splits):
     """A cycle runs to done with a report; promote and rollback move the champion and serving follows."""
     for n in range(30):

@@ -31,7 +31,8 @@ def _progress_bar(progress: Progress, description: str):
 
     def update(epoch: int, epochs: int, stats: dict) -> None:
         progress.update(task_id, total=epochs, completed=epoch,
-                        description=f"{description} loss {stats['loss']:.3f} acc {stats['train_accuracy']:.1%}")
+                        description=f"{description} loss {stats['loss']:.3f} acc {stats['train_accuracy']:.1%}"
+                        + (f" val {stats['val_accuracy']:.1%}" if "val_accuracy" in stats else ""))
     return update
 
 
@@ -90,14 +91,20 @@ def serve(
 
 
 @app.command()
-def cycle(workspace: Path) -> None:
-    """Run one turn of the wheel now: comply, curate, train, evaluate, release."""
+def cycle(workspace: Path,
+          warm_start: Optional[bool] = typer.Option(None, "--warm-start/--from-scratch",
+                                                    help="start the candidate from the champion's weights, or "
+                                                         "not (default: the config's model.warm_start)")) -> None:
+    """Run one turn of the wheel now: comply, curate, train, evaluate, release.
+
+    A run killed mid-training resumes from its last finished epoch when the next cycle trains on the same data.
+    """
     from datawheel.cycle import run_cycle
     from datawheel.workspace import Workspace
 
     try:
         ws = Workspace.open(workspace)
-        cycle_id = ws.store.start_cycle("cli")
+        cycle_id = ws.store.start_cycle("cli", {} if warm_start is None else {"warm_start": warm_start})
         with _progress() as progress:
             report = run_cycle(ws, cycle_id, progress=_progress_bar(progress, "training candidate"))
     except DatawheelError as exc:
@@ -187,7 +194,7 @@ def erase(workspace: Path, user_id: str) -> None:
 
     try:
         ws = Workspace.open(workspace)
-        receipt = ws.store.erase_user(user_id, actor="cli")
+        receipt = ws.erase_user(user_id, actor="cli")
     except DatawheelError as exc:
         _fail(exc)
     console.print_json(json.dumps(receipt))

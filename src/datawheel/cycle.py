@@ -43,16 +43,18 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
     """Run the stages for an already-started cycle row; marks it done or failed."""
     store = ws.store
     store.claim_cycle(cycle_id)
-    forget = store.get_cycle(cycle_id)["params"].get("without_user_ref")
+    params = store.get_cycle(cycle_id)["params"]
+    forget = params.get("without_user_ref")
     try:
-        report = retrain_without(ws, cycle_id, forget, progress) if forget else _turn(ws, cycle_id, progress)
+        report = (retrain_without(ws, cycle_id, forget, progress) if forget
+                  else _turn(ws, cycle_id, progress, warm_start=params.get("warm_start")))
     except BaseException as exc:
         store.finish_cycle(cycle_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return report
 
 
-def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
+def _turn(ws: Workspace, cycle_id: str, progress: Progress | None, warm_start: bool | None = None) -> dict:
     t0 = time.perf_counter()
     store, task, registry = ws.store, ws.task, Registry(ws)
     cfg = ws.config
@@ -108,7 +110,7 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None) -> dict:
 
     # train, evaluate, release
     outcome = registry.challenge(seed + snapshot.items, dataset_id=snapshot.id, cycle_id=cycle_id,
-                                 champion=champion, progress=progress)
+                                 champion=champion, progress=progress, warm_start=warm_start)
     report = {
         "retention_deleted": expired,
         "records_in": len(records),

@@ -85,4 +85,5 @@ def load_onnx(ws: Workspace, version: int) -> LoadedModel:
         raise WorkspaceError(f"model v{version} has no ONNX export; run `datawheel export {ws.root} "
                              f"--format onnx --version {version}`")
     name = ws.store.get_model(version)["model_name"]
-    return LoadedModel(version, name, OnnxModule(path))  # type: ignore[arg-type]
+    module = OnnxModule(path)
+    return LoadedModel(version, name, module, module)  # type: ignore[arg-type]

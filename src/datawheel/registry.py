@@ -17,11 +17,11 @@ from torch import nn
 
 from datawheel import model_card
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
-from datawheel.errors import WorkspaceError
+from datawheel.errors import CycleError, WorkspaceError
 from datawheel.stages import release
 from datawheel.stages.evaluate import classification_metrics, gate
 from datawheel.stages.significance import bootstrap_ci, expected_calibration_error, mcnemar_exact
-from datawheel.stages.train import TrainedModel, train
+from datawheel.stages.train import TrainedModel, calibrated, train
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
 
@@ -30,7 +30,10 @@ from datawheel.workspace import Workspace
 class LoadedModel:
     version: int
     model_name: str
+    #: what serves: the network with its calibration temperature applied
     module: nn.Module
+    #: the bare network, whose weights a warm start begins from
+    network: nn.Module
 
 
 class Registry:
@@ -60,7 +63,7 @@ class Registry:
         buf = io.BytesIO()
         torch.save({"format": 1, "task": self.ws.task.name, "labels": list(self.ws.labels),
                     "model_name": trained.model_name, "config": self.ws.config.model_dump(mode="json"),
-                    "state_dict": trained.module.state_dict()}, buf)
+                    "temperature": trained.temperature, "state_dict": trained.module.state_dict()}, buf)
         path = self.ws.model_path(version)
         atomic_write_bytes(path, buf.getvalue())
         model_card.write(path, model_card.render(
@@ -82,7 +85,7 @@ class Registry:
         module = self.ws.task.build_model(blob["model_name"], len(blob["labels"]))
         module.load_state_dict(blob["state_dict"])
         module.eval()
-        return LoadedModel(version, blob["model_name"], module)
+        return LoadedModel(version, blob["model_name"], calibrated(module, blob.get("temperature", 1.0)), module)
 
     def champion_version(self, aliases: dict[str, int] | None = None) -> int:
         """The champion's version, from ``aliases`` when the caller has just read them."""
@@ -111,16 +114,29 @@ class Registry:
         return new
 
     def challenge(self, data: LabelledSet, *, dataset_id: str, cycle_id: str, champion: LoadedModel,
-                  progress: Callable[[int, int, dict], None] | None = None, replacing: str = "") -> dict:
+                  progress: Callable[[int, int, dict], None] | None = None, replacing: str = "",
+                  warm_start: bool | None = None) -> dict:
         """Train a candidate on ``data``, gate it against the champion on the golden set, release if it passes.
+
+        ``warm_start`` overrides the config's ``model.warm_start`` for this candidate.
 
         A rejected candidate is registered too (it was trained on users' data, so lineage must know it),
         but no alias points at it.
         """
         golden = self.ws.golden()
-        candidate = train(self.ws.task, data, self.ws.labels, self.ws.config.model, progress)
-        (cand_probs, y), (champ_probs, _) = self._predict(candidate.module, golden), self._predict(champion.module,
-                                                                                                   golden)
+        cfg = self.ws.config.model
+        # Warm start never applies to a replacement: the champion's weights hold what must be forgotten.
+        warm = (warm_start if warm_start is not None else cfg.warm_start) and not replacing
+        if warm and champion.model_name != (cfg.name or self.ws.task.models[0]):
+            raise CycleError(f"cannot warm-start: the champion v{champion.version} is a {champion.model_name!r} "
+                             f"model and the config trains {cfg.name or self.ws.task.models[0]!r}")
+        candidate = train(self.ws.task, data, self.ws.labels, cfg, progress,
+                          init_state=champion.network.state_dict() if warm else None,
+                          checkpoint=self.ws.checkpoint_path(dataset_id))
+        if warm:
+            candidate.info["warm_start_from"] = champion.version
+        served = calibrated(candidate.module, candidate.temperature)
+        (cand_probs, y), (champ_probs, _) = self._predict(served, golden), self._predict(champion.module, golden)
         cand_metrics, champ_metrics = self._metrics(cand_probs, y), self._metrics(champ_probs, y)
         paired = mcnemar_exact(cand_probs.argmax(1) == y, champ_probs.argmax(1) == y)
         champion_examples = self.store.get_model(champion.version)["train_info"].get("examples", 0)
@@ -148,7 +164,8 @@ class Registry:
                   progress: Callable[[int, int, dict], None] | None = None) -> int:
         """Train model v1 on the seed set and make it champion."""
         trained = train(self.ws.task, seed, self.ws.labels, self.ws.config.model, progress)
-        version = self.register(trained, self.evaluate(trained.module, golden), dataset_id=None, parent=None,
+        served = calibrated(trained.module, trained.temperature)
+        version = self.register(trained, self.evaluate(served, golden), dataset_id=None, parent=None,
                                 cycle_id=None)
         self.promote(version, actor="init", reason="model trained on the seed set at init")
         return version

@@ -119,6 +119,22 @@ class Workspace:
     def model_path(self, version: int) -> Path:
         return self.root / "models" / f"v{version}.pt"
 
+    def checkpoint_path(self, dataset_id: str | None) -> Path:
+        """Where an unfinished training run on a dataset keeps its last epoch (the seed set: ``seed``)."""
+        return self.root / "checkpoints" / f"{dataset_id or 'seed'}.pt"
+
+    def erase_user(self, user_id: str, actor: str = "app") -> dict:
+        """Erase a user from the store and from what was derived from their inputs outside it.
+
+        An unfinished run's checkpoint was trained on them, so checkpoints go (a cycle then trains from
+        the start); cached text embeddings of their inputs go too.
+        """
+        hashes = self.store.content_hashes_of(user_id)
+        receipt = self.store.erase_user(user_id, actor)
+        shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
+        self.task.forget(hashes)
+        return receipt
+
     def user_ref(self, user_id: str) -> str:
         """A keyed pseudonym of a user id: stable within the workspace, not reversible without its key."""
         return hmac.new(self.secrets.pseudonym_key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]

@@ -1,26 +1,37 @@
 """Training: a candidate model on seed + snapshot, reproducible given the config's seed.
 
-AdamW with a cosine learning-rate schedule: far fewer epochs than the seed
-document's plain SGD recipe for the same accuracy on CPU. The same seed, data
-and thread count give the same weights, so a candidate can always be rebuilt.
+AdamW with a one-cycle learning-rate schedule: far fewer epochs than the seed
+document's plain SGD recipe for the same accuracy on CPU. A validation split is
+carved from the training data (never the golden set, which only the gate may
+see): it stops training once the model stops improving, keeps the best epoch's
+weights, and fits the temperature that calibrates the model's probabilities.
+The same seed, data and thread count give the same weights, and a run killed
+mid-way resumes from its last epoch's checkpoint to those same weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from datawheel.artifacts import LabelledSet
+from datawheel.artifacts import LabelledSet, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
 from datawheel.tasks.base import Task
 
-#: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ...})
+#: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ..., "val_accuracy": ...})
 Progress = Callable[[int, int, dict], None]
+#: called after each epoch with (epoch, the model in eval mode); benchmarks score it on their test set
+AfterEpoch = Callable[[int, nn.Module], None]
+#: below this many validation items early stopping and calibration would chase noise, so they are skipped
+MIN_VALIDATION = 20
 
 
 @dataclass(frozen=True)
@@ -28,33 +39,139 @@ class TrainedModel:
     model_name: str
     module: nn.Module
     info: dict
+    #: divide the logits by this to calibrate the probabilities (1.0: not fitted)
+    temperature: float = 1.0
+
+
+class Calibrated(nn.Module):
+    """A model whose logits are divided by a fitted temperature: same argmax, honest confidence."""
+
+    def __init__(self, inner: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) / self.temperature
+
+
+def calibrated(module: nn.Module, temperature: float) -> nn.Module:
+    """The module as served: wrapped with its temperature unless that is 1."""
+    return module if temperature == 1.0 else Calibrated(module, temperature).eval()
+
+
+def validation_mask(hashes: list[str], labels: list[str], share: float, seed: int) -> torch.Tensor:
+    """Which items validate: a stable hash of (seed, content), so an item stays on its side across cycles.
+
+    Per class, the items with the smallest hashes go to validation, so every class with enough items is
+    represented in proportion and the split does not move when other items arrive.
+    """
+    mask = torch.zeros(len(hashes), dtype=torch.bool)
+    if share <= 0:
+        return mask
+    by_class: dict[str, list[tuple[str, int]]] = {}
+    for i, (h, lab) in enumerate(zip(hashes, labels)):
+        by_class.setdefault(lab, []).append((hashlib.sha256(f"{seed}:{h}".encode()).hexdigest(), i))
+    for members in by_class.values():
+        take = int(len(members) * share)
+        for _, i in sorted(members)[:take]:
+            mask[i] = True
+    return mask
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The temperature minimizing validation NLL (Guo et al., 2017), searched over log T so T stays positive."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = loss_fn(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp())
+    return round(t, 6) if math.isfinite(t) and 0.05 <= t <= 20 else 1.0
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _run_key(data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection, model_name: str,
+             init_state: Mapping[str, torch.Tensor] | None) -> str:
+    """What a checkpoint must match to be resumed: the same data, labels, recipe and starting weights."""
+    h = hashlib.sha256()
+    for part in (*data.hashes, "|", *data.labels, "|", *labels, "|", model_name, cfg.model_dump_json()):
+        h.update(part.encode())
+        h.update(b"\0")
+    if init_state is not None:
+        for k in sorted(init_state):
+            h.update(k.encode())
+            h.update(init_state[k].detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection,
-          progress: Progress | None = None) -> TrainedModel:
+          progress: Progress | None = None, *, init_state: Mapping[str, torch.Tensor] | None = None,
+          checkpoint: Path | None = None, after_epoch: AfterEpoch | None = None) -> TrainedModel:
+    """``init_state``: weights to start from (warm start); ``checkpoint``: where each epoch is saved and
+    resumed from, deleted once training finishes."""
     if len(data) == 0:
         raise CycleError("nothing to train on: the seed set and the snapshot are both empty")
     model_name = cfg.name or task.models[0]
     index = {lab: j for j, lab in enumerate(labels)}
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    x = task.featurize([task.decode(b) for b in data.inputs])  # [N, ...]
-    y = torch.tensor([index[lab] for lab in data.labels], dtype=torch.long)  # [N]
+    x_all = task.featurize([task.decode(b) for b in data.inputs])  # [N, ...]
+    y_all = torch.tensor([index[lab] for lab in data.labels], dtype=torch.long)  # [N]
+    val = validation_mask(data.hashes, data.labels, cfg.validation_share, cfg.seed)
+    if int(val.sum()) < MIN_VALIDATION or int((~val).sum()) == 0:
+        val = torch.zeros(len(y_all), dtype=torch.bool)
+    x, y, x_val, y_val = x_all[~val], y_all[~val], x_all[val], y_all[val]
     model = task.build_model(model_name, len(labels))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise CycleError(f"cannot warm-start a {model_name!r} model from the champion's weights: "
+                             "they belong to a different architecture or label set") from exc
+    # A model may ask for its own learning rates per part (a pretrained encoder wants a far smaller one).
+    groups = (model.param_groups(cfg) if hasattr(model, "param_groups")
+              else [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}])
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], epochs=cfg.epochs,
                                                 steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss()
-    last: dict = {}
-    for epoch in range(cfg.epochs):
+    state = {"epoch": 0, "ran": 0, "best_loss": math.inf, "best_epoch": 0, "best_state": None, "last": {}}
+    key = _run_key(data, labels, cfg, model_name, init_state)
+    resumed_from = 0
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved.get("key") == key:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
+            resumed_from = state["epoch"]
+    has_val = len(y_val) > 0
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
         model.train()
         order = torch.randperm(len(y), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(y), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            logits = model(x[idx])  # [B, n_classes]
+            xb = task.augment(x[idx], gen) if cfg.augment else x[idx]
+            logits = model(xb)  # [B, n_classes]
             loss = loss_fn(logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -64,9 +181,43 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
             correct += int((logits.argmax(1) == y[idx]).sum())
             total += len(idx)
         last = {"loss": loss_sum / total, "train_accuracy": correct / total}
+        if has_val:
+            val_logits = _logits(model, x_val)
+            val_loss = float(loss_fn(val_logits, y_val))
+            last |= {"val_loss": val_loss, "val_accuracy": float((val_logits.argmax(1) == y_val).float().mean())}
+            if val_loss < state["best_loss"]:
+                state |= {"best_loss": val_loss, "best_epoch": epoch + 1,
+                          "best_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        state |= {"epoch": epoch + 1, "ran": epoch + 1, "last": last}
+        stop = has_val and cfg.patience > 0 and state["epoch"] - state["best_epoch"] >= cfg.patience
+        if stop:
+            state["epoch"] = cfg.epochs  # a resumed run must not train past the stopping point either
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, key, model, opt, sched, gen, state)
+        if after_epoch is not None:
+            after_epoch(epoch + 1, model.eval())
         if progress is not None:
             progress(epoch + 1, cfg.epochs, last)
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
     model.eval()
-    info = {"model_name": model_name, "examples": len(y), "epochs": cfg.epochs, "seed": cfg.seed,
-            "optimizer": "AdamW", "schedule": "one-cycle", **{f"final_{k}": round(v, 6) for k, v in last.items()}}
-    return TrainedModel(model_name, model, info)
+    temperature = 1.0
+    if has_val and cfg.calibrate:
+        temperature = fit_temperature(_logits(model, x_val), y_val)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    info = {"model_name": model_name, "examples": len(y_all), "train_examples": len(y),
+            "validation_examples": len(y_val), "epochs": cfg.epochs, "epochs_run": state["ran"], "best_epoch": state["best_epoch"] or None,
+            "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle", "augment": cfg.augment,
+            "temperature": temperature, "warm_start": init_state is not None, "resumed_from_epoch": resumed_from,
+            **{f"final_{k}": round(v, 6) for k, v in state["last"].items()}}
+    return TrainedModel(model_name, model, info, temperature)
+
+
+def _save_checkpoint(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer,
+                     sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, state: dict) -> None:
+    """Everything the next epoch depends on, written whole so a kill leaves the previous epoch's file."""
+    buf = io.BytesIO()
+    torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -188,6 +188,12 @@ class PeopleQueries:
             "records": out,
         }
 
+    def content_hashes_of(self, user_id: str) -> set[str]:
+        """Content hashes of a user's records: keys of anything derived from their inputs outside the store."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(t.records.c.content_hash).where(t.records.c.user_id == user_id))
+                       .scalars())
+
     def erase_user(self, user_id: str, actor: str = "app") -> dict:
         """Delete everything held about a user, in one transaction, and return the receipt."""
         user_ref = self.user_ref(user_id)

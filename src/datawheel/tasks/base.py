@@ -88,6 +88,13 @@ class Task(ABC):
     def featurize(self, items: Sequence[Any]) -> torch.Tensor:
         """Stack items into the batch tensor the task's models take."""
 
+    def forget(self, content_hashes: set[str]) -> None:
+        """Drop anything the task cached about these items (an erased user's inputs)."""
+
+    def augment(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A randomly perturbed copy of a featurized training batch; tasks without a safe perturbation return it."""
+        return batch
+
     @abstractmethod
     def build_model(self, name: str, n_classes: int) -> nn.Module:
         """A freshly initialised model; ``name`` is one of :attr:`models`."""

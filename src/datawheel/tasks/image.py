@@ -36,6 +36,7 @@ INK_SHARE = 0.1  # pixels at >= 10 % of the peak count as content when cropping
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 _SPACE = re.compile(rb"\s+")
 _MEAN, _STD = 0.1307, 0.3081  # MNIST's, so the default models see familiar statistics
+_BACKGROUND = (0.0 - _MEAN) / _STD  # a blank pixel after featurize
 
 
 def to_png_base64(pixels: np.ndarray) -> str:
@@ -202,6 +203,18 @@ class ImageClassification(Task):
             return torch.zeros((0, 1, SIDE, SIDE))
         x = torch.from_numpy(np.stack(items).astype(np.float32) / 255.0)  # [N, 28, 28] in 0..1
         return ((x - _MEAN) / _STD).unsqueeze(1)  # [N, 1, 28, 28] standardized
+
+    def augment(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Rotate up to 10 degrees, scale 0.9-1.1 and shift up to 2 pixels: how hands vary, never a new digit."""
+        n = len(batch)
+        u = torch.rand((n, 4), generator=gen) * 2 - 1  # [N, 4] in -1..1
+        angle, scale = u[:, 0] * math.radians(10), 1 + u[:, 1] * 0.1
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        shift = u[:, 2:] * (2 * 2 / SIDE)  # grid units span 2 over SIDE pixels
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = nn.functional.affine_grid(theta, list(batch.shape), align_corners=False)  # [N, 28, 28, 2]
+        # Shift so the background is 0: grid_sample pads with zeros, which must mean "no ink".
+        return nn.functional.grid_sample(batch - _BACKGROUND, grid, align_corners=False) + _BACKGROUND
 
     def build_model(self, name: str, n_classes: int) -> nn.Module:
         if name == "mlp":

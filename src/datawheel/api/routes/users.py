@@ -37,6 +37,6 @@ def user_data(user_id: UserPath, _: AppKey, ws: WorkspaceDep) -> dict:
 
 @router.delete("/{user_id}")
 def erase(user_id: UserPath, _: AppKey, ws: WorkspaceDep, request: Request) -> dict:
-    receipt = ws.store.erase_user(user_id)
+    receipt = ws.erase_user(user_id)
     request.app.state.telemetry.erasures.inc()
     return receipt

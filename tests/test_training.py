@@ -1,0 +1,154 @@
+"""Training: the validation split, early stopping, calibration, augmentation, checkpoints and warm start."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from datawheel.artifacts import LabelledSet
+from datawheel.config import ModelSection
+from datawheel.demo import LABELS, DigitSplits
+from datawheel.errors import CycleError
+from datawheel.registry import Registry
+from datawheel.stages.train import MIN_VALIDATION, calibrated, train, validation_mask
+from datawheel.tasks.image import ImageClassification, normalize
+from datawheel.workspace import Workspace
+
+TASK = ImageClassification()
+
+
+def as_set(pairs: list[tuple[np.ndarray, str]], noise: float = 0.0, seed: int = 0) -> LabelledSet:
+    """Digits as a training set; ``noise`` relabels that share of items uniformly at random."""
+    rng = np.random.default_rng(seed)
+    items = [normalize(p) for p, _ in pairs]
+    labels = [str(rng.integers(10)) if rng.random() < noise else lab for _, lab in pairs]
+    return LabelledSet([TASK.encode(i) for i in items], labels, [TASK.content_hash(i) for i in items])
+
+
+def nll(module: torch.nn.Module, data: LabelledSet) -> float:
+    x = TASK.featurize([TASK.decode(b) for b in data.inputs])
+    y = torch.tensor([LABELS.index(lab) for lab in data.labels])
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(module.eval()(x), y))
+
+
+def test_validation_split_is_per_class_and_stable_as_data_grows():
+    """Each class gives its share; an item's side never changes when other items arrive."""
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(400)]
+    labels = ["a" if i % 4 else "b" for i in range(400)]  # 300 a, 100 b
+    mask = validation_mask(hashes, labels, 0.1, seed=0)
+    assert sum(m for m, lab in zip(mask.tolist(), labels) if lab == "a") == 30
+    assert sum(m for m, lab in zip(mask.tolist(), labels) if lab == "b") == 10
+    grown = validation_mask(hashes + [hashlib.sha256(b"new").hexdigest()], labels + ["a"], 0.1, seed=0)
+    assert grown[:400].tolist() == mask.tolist()  # 301 a still take 30: the same 30
+    assert validation_mask(hashes, labels, 0.1, seed=1).tolist() != mask.tolist()
+    assert not validation_mask(hashes, labels, 0.0, seed=0).any()
+
+
+def test_early_stopping_keeps_the_best_epoch(splits: DigitSplits):
+    """On noisy labels the model starts memorizing: training stops ``patience`` epochs after its best."""
+    data = as_set(splits.pool[:800], noise=0.3)
+    out = train(TASK, data, LABELS, ModelSection(epochs=60, patience=3, lr=3e-3, validation_share=0.2))
+    info = out.info
+    assert info["validation_examples"] >= MIN_VALIDATION
+    assert info["epochs_run"] < 60
+    assert info["epochs_run"] - info["best_epoch"] == 3
+    assert info["final_val_loss"] > 0  # the last epoch's numbers, not the kept one's, are reported
+
+
+def test_calibration_tempers_an_overconfident_model(splits: DigitSplits):
+    """Trained long past fitting, the model is overconfident: the temperature fitted on the validation split
+    (> 1) lowers the negative log-likelihood on items it never saw, and never changes an answer."""
+    data = as_set(splits.pool[:600])
+    held = as_set(splits.golden)
+    out = train(TASK, data, LABELS, ModelSection(epochs=40, patience=0, lr=3e-3, validation_share=0.2))
+    assert out.info["epochs_run"] == 40
+    assert out.temperature > 1.0
+    served = calibrated(out.module, out.temperature)
+    assert nll(served, held) < nll(out.module, held)
+    x = TASK.featurize([TASK.decode(b) for b in held.inputs])
+    with torch.no_grad():
+        assert torch.equal(served(x).argmax(1), out.module(x).argmax(1))
+
+
+def test_small_sets_train_without_a_validation_split(splits: DigitSplits):
+    """Fewer than MIN_VALIDATION held-out items would make early stopping chase noise: all data trains."""
+    out = train(TASK, as_set(splits.seed[:60]), LABELS, ModelSection(epochs=2))
+    assert out.info["validation_examples"] == 0 and out.info["train_examples"] == 60
+    assert out.temperature == 1.0 and out.info["epochs_run"] == 2
+
+
+def test_augmentation_moves_ink_but_keeps_the_background_and_is_seeded(splits: DigitSplits):
+    x = TASK.featurize([normalize(p) for p, _ in splits.seed[:16]])
+    a = TASK.augment(x, torch.Generator().manual_seed(1))
+    b = TASK.augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.allclose(a, x)
+    background = float(x[0, 0, 0, 0])
+    assert torch.allclose(a[:, :, 0, 0], torch.full((16, 1), background), atol=1e-5)  # corners stay blank
+    out = train(TASK, as_set(splits.pool[:300]), LABELS, ModelSection(epochs=2, augment=True))
+    assert out.info["augment"] is True
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(splits: DigitSplits, tmp_path):
+    data = as_set(splits.pool[:400])
+    cfg = ModelSection(epochs=5, patience=0, augment=True)
+    whole = train(TASK, data, LABELS, cfg)
+    ckpt = tmp_path / "run.pt"
+
+    def die_after_two(epoch: int, epochs: int, stats: dict) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(TASK, data, LABELS, cfg, die_after_two, checkpoint=ckpt)
+    assert ckpt.is_file()
+    resumed = train(TASK, data, LABELS, cfg, checkpoint=ckpt)
+    assert resumed.info["resumed_from_epoch"] == 2
+    assert not ckpt.exists()  # a finished run leaves nothing behind
+    for (k, v), w in zip(whole.module.state_dict().items(), resumed.module.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(splits: DigitSplits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    cfg = ModelSection(epochs=3, patience=0)
+
+    def die(epoch: int, epochs: int, stats: dict) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(TASK, as_set(splits.pool[:200]), LABELS, cfg, die, checkpoint=ckpt)
+    out = train(TASK, as_set(splits.pool[200:400]), LABELS, cfg, checkpoint=ckpt)
+    assert out.info["resumed_from_epoch"] == 0 and out.info["epochs_run"] == 3
+
+
+def test_warm_start_begins_from_the_champion_and_says_so(ws: Workspace, splits: DigitSplits):
+    registry = Registry(ws)
+    champion = registry.load(registry.champion_version())
+    data = ws.seed() + as_set(splits.pool[:200])
+    out = registry.challenge(data, dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+    info = ws.store.get_model(out["candidate_version"])["train_info"]
+    assert info["warm_start"] is True and info["warm_start_from"] == champion.version
+    cold = registry.challenge(data, dataset_id="d1", cycle_id="c2", champion=champion, warm_start=False)
+    assert ws.store.get_model(cold["candidate_version"])["train_info"]["warm_start"] is False
+    # A replacement for an erased user's data never starts from the weights that hold it.
+    forced = registry.challenge(data, dataset_id="d2", cycle_id="c3", champion=champion, warm_start=True,
+                                replacing="the champion was trained on an erased user's data")
+    assert ws.store.get_model(forced["candidate_version"])["train_info"]["warm_start"] is False
+
+
+def test_warm_start_refuses_a_champion_of_another_architecture(ws: Workspace, splits: DigitSplits):
+    registry = Registry(ws)
+    champion = registry.load(registry.champion_version())
+    ws.config = ws.config.model_copy(update={"model": ws.config.model.model_copy(update={"name": "cnn"})})
+    with pytest.raises(CycleError, match="cannot warm-start"):
+        registry.challenge(ws.seed(), dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+
