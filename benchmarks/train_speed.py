@@ -12,7 +12,8 @@ after each epoch (scoring time is excluded from the clock).
 Runs:
   seed recipe    the seed document's MLP 784->1000->10, plain SGD lr 0.01, batch 32, 100 epochs
   datawheel mlp  the same architecture through datawheel's trainer (AdamW, one-cycle, early stopping
-                 on a validation split carved from the train part, calibration)
+                 on a validation split carved from the train part, calibration): with the config's
+                 defaults, and with augmentation, batch 128, lr 3e-3, 20 epochs
   datawheel cnn  the small CNN, with augmentation
   warm / scratch a champion MLP trained on half the train part, then a candidate on all of it:
                  started from the champion's weights vs from scratch
@@ -161,7 +162,11 @@ def main() -> None:
     rows.append(c.row(f"seed recipe (SGD, {args.seed_epochs} epochs)"))
     base = ModelSection(threads=args.threads, seed=args.seed)
     c = clock()
-    rows.append(c.row("datawheel mlp", datawheel_run(train_set, labels, base, c)["final"]))
+    rows.append(c.row("datawheel mlp (defaults)", datawheel_run(train_set, labels, base, c)["final"]))
+    c = clock()
+    tuned = base.model_copy(update={"augment": True, "batch_size": 128, "lr": 3e-3, "epochs": 20})
+    rows.append(c.row("datawheel mlp (augment, batch 128, lr 3e-3)",
+                      datawheel_run(train_set, labels, tuned, c)["final"]))
     c = clock()
     cnn = base.model_copy(update={"name": "cnn", "augment": True})
     rows.append(c.row("datawheel cnn (augmented)", datawheel_run(train_set, labels, cnn, c)["final"]))
@@ -174,19 +179,22 @@ def main() -> None:
     rows.append(c.row("mlp warm-started from a half-data champion",
                       datawheel_run(train_set, labels, base, c, init_state=champion.state_dict())["final"]))
 
-    seed_to = rows[0]["to_target"]
+    # A recipe that never reaches the target is credited with its whole run: the speed-up is then a lower bound.
+    seed_to, bound = (rows[0]["to_target"], "") if rows[0]["to_target"] else (rows[0]["seconds"], ">")
+
+    def speed_up(r: dict) -> str:
+        return f"{bound}{seed_to / r['to_target']:.1f}x" if r["to_target"] else "-"
+
     print(f"\n{'run':<44} {'epochs':>6} {'s to ' + format(args.target, '.0%'):>9} {'train s':>8} "
           f"{'final':>7} {'speed-up':>9}")
     for r in rows:
-        speed = (seed_to / r["to_target"]) if seed_to and r["to_target"] else None
         print(f"{r['run']:<44} {r['epochs']:>6} {fmt(r['to_target'], '.2f'):>9} {r['seconds']:>8.2f} "
-              f"{r['final']:>7.2%} {fmt(speed, '.1f') + ('x' if speed else ''):>9}")
-    mlp, cnn_row = rows[1], rows[2]
-    speed = (seed_to / mlp["to_target"]) if seed_to and mlp["to_target"] else None
-    gain = (mlp["final"] - rows[0]["final"]) * 100
-    print(f"\ntargets: mlp speed-up >= 10x: {fmt(speed, '.1f')}x ({'met' if speed and speed >= 10 else 'missed'}); "
-          f"mlp final - seed final >= 2 points: {gain:+.2f} ({'met' if gain >= 2 else 'missed'}); "
-          f"cnn final >= 98.5 %: {cnn_row['final']:.2%} ({'met' if cnn_row['final'] >= 0.985 else 'missed'})")
+              f"{r['final']:>7.2%} {speed_up(r):>9}")
+    print("\ntargets (MLP >= 10x sooner to the target and >= 2 points above the seed recipe; CNN >= 98.5 %):")
+    for mlp in rows[1:3]:
+        gain = (mlp["final"] - rows[0]["final"]) * 100
+        print(f"  {mlp['run']}: speed-up {speed_up(mlp)}, final {gain:+.2f} points")
+    print(f"  datawheel cnn: final {rows[3]['final']:.2%} ({'met' if rows[3]['final'] >= 0.985 else 'missed'})")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def accuracy_of(ws: Workspace, items: dict[str, str], seed: LabelledSet, golden:
     hashes = sorted(items)
     data = seed + LabelledSet([content[h] for h in hashes], [items[h] for h in hashes], hashes)
     model = train(ws.task, data, ws.labels, ws.config.model)
-    return Registry(ws).evaluate(model.module, golden)["accuracy"]
+    return Registry(ws).evaluate(model.module, model.model_name, golden)["accuracy"]
 
 
 def baselines(ws: Workspace, truth: dict[str, str]) -> tuple[float, float, int]:

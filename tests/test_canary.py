@@ -11,7 +11,7 @@ from datawheel.tasks.image import to_png_base64
 def register(ws, module) -> int:
     registry = Registry(ws)
     info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
-    return registry.register(TrainedModel("mlp", module, info), registry.evaluate(module, ws.golden()),
+    return registry.register(TrainedModel("mlp", module, info), registry.evaluate(module, "mlp", ws.golden()),
                              dataset_id=None, parent=1, cycle_id=None)
 
 

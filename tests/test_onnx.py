@@ -61,7 +61,7 @@ def test_text_models_export_with_a_dynamic_sequence_length(tmp_path):
     task = TextClassification()
     model = task.build_model("ngram", 2).eval()
     ids = task.featurize(["short", "a much longer sentence with many more words in it than the first"])
-    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims}
+    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims()}
     torch.onnx.export(model, (ids,), dynamic_shapes=(dims,), dynamo=True).save(str(tmp_path / "t.onnx"))
     onnx_model = OnnxModule(tmp_path / "t.onnx")
     for texts in (["x"], ["one two three four five six seven eight nine ten eleven", "好", "ok"]):

@@ -221,3 +221,27 @@ def test_gate_needs_significance_more_data_or_a_reason_to_replace():
     assert gate(cand, champ, policy, paired=noise, more_data=False, replacing="erasure").promote
     worse = {"accuracy": 0.85, "macro_f1": 0.85, "per_class_recall": {"a": 0.85}}
     assert not gate(worse, champ, policy, paired=real, replacing="erasure").promote
+
+
+def test_slice_accuracy_groups_items_by_each_metadata_value():
+    from datawheel.stages.evaluate import slice_accuracy
+
+    right = np.array([True, False, True, True])
+    meta = [{"locale": "en", "device": "ios"}, {"locale": "en"}, {"locale": "zh"}, {}]
+    assert slice_accuracy(right, meta) == {"device=ios": {"n": 1, "accuracy": 1.0},
+                                           "locale=en": {"n": 2, "accuracy": 0.5},
+                                           "locale=zh": {"n": 1, "accuracy": 1.0}}
+
+
+def test_gate_blocks_a_regression_on_a_slice_big_enough_to_measure():
+    """Overall better, but one locale's users lose 10 points: blocked. A 5-item slice cannot block."""
+    base = {"macro_f1": 0.9, "per_class_recall": {"a": 0.9}}
+    champ = {**base, "accuracy": 0.90, "slices": {"locale=zh": {"n": 40, "accuracy": 0.90},
+                                                  "device=tv": {"n": 5, "accuracy": 1.0}}}
+    cand = {**base, "accuracy": 0.93, "slices": {"locale=zh": {"n": 40, "accuracy": 0.80},
+                                                 "device=tv": {"n": 5, "accuracy": 0.4}}}
+    policy = GateSection(slice_tolerance=0.05, min_slice_size=20)
+    d = gate(cand, champ, policy, paired={"p_value": 0.001})
+    assert not d.promote and len(d.reasons) == 1 and "locale=zh" in d.reasons[0]
+    cand["slices"]["locale=zh"]["accuracy"] = 0.88
+    assert gate(cand, champ, policy, paired={"p_value": 0.001}).promote

@@ -13,7 +13,7 @@ from datawheel.config import ModelSection
 from datawheel.demo import LABELS, DigitSplits
 from datawheel.errors import CycleError
 from datawheel.registry import Registry
-from datawheel.stages.train import MIN_VALIDATION, calibrated, train, validation_mask
+from datawheel.stages.train import MIN_VALIDATION, TrainedModel, calibrated, train, validation_mask
 from datawheel.tasks.image import ImageClassification, normalize
 from datawheel.workspace import Workspace
 
@@ -152,3 +152,16 @@ def test_warm_start_refuses_a_champion_of_another_architecture(ws: Workspace, sp
     with pytest.raises(CycleError, match="cannot warm-start"):
         registry.challenge(ws.seed(), dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
 
+
+
+def test_the_registry_serves_a_model_with_its_fitted_temperature(ws: Workspace):
+    registry = Registry(ws)
+    net = TASK.build_model("mlp", len(LABELS))
+    version = registry.register(TrainedModel("mlp", net, {"examples": 1}, temperature=2.0),
+                                registry.evaluate(net, "mlp", ws.golden()), dataset_id=None, parent=None,
+                                cycle_id=None)
+    loaded = registry.load(version)
+    x = TASK.featurize([TASK.decode(b) for b in ws.golden().inputs[:5]])
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(x), net.eval()(x) / 2.0)
+        assert torch.equal(loaded.network(x), net(x))

@@ -28,7 +28,7 @@ def write_csv(path, rows):
     import csv
 
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["text", "label"])
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     return path
@@ -135,3 +135,29 @@ def test_open_refuses_a_folder_that_is_not_a_workspace(tmp_path):
     """Opening a random folder says what is missing and how to make one."""
     with pytest.raises(WorkspaceError, match="datawheel init"):
         Workspace.open(tmp_path)
+
+
+def test_golden_slices_are_imported_kept_and_reported(tmp_path):
+    """``meta.*`` columns (CSV) and a ``metadata`` object (JSONL) become slices: stored with the golden set,
+    measured per model, shown in the model card."""
+    rows = text_rows()
+    seed = write_csv(tmp_path / "seed.csv", [{**r, "meta.locale": "en"} for r in rows])
+    golden = write_jsonl(tmp_path / "golden.jsonl", [
+        {"text": r["text"] + "!", "label": r["label"], "metadata": {"locale": "en" if i % 2 else "zh"}}
+        for i, r in enumerate(rows)])
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
+                        eval_data=golden, epochs=5)
+    assert [m["locale"] for m in ws.golden().meta[:2]] == ["zh", "en"]
+    slices = ws.store.get_model(1)["metrics"]["slices"]
+    assert set(slices) == {"locale=en", "locale=zh"} and slices["locale=en"]["n"] == 8
+    card = (ws.root / "models" / "v1.card.md").read_text()
+    assert "| locale=zh | 8 |" in card
+    ws.store.close()
+
+
+def test_bad_slice_metadata_names_the_line(tmp_path):
+    rows = text_rows()
+    golden = write_jsonl(tmp_path / "golden.jsonl", [{**r, "metadata": ["en"]} for r in rows])
+    with pytest.raises(ImportDataError, match=r"golden.jsonl:1: 'metadata' must be an object"):
+        init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS,
+                       seed_data=write_csv(tmp_path / "seed.csv", rows), eval_data=golden, epochs=1)

@@ -61,6 +61,8 @@ class LabelledSet:
     inputs: list[bytes]
     labels: list[str]
     hashes: list[str]
+    #: per item, the slice it belongs to ({"locale": "zh-CN", "device": "ios"}); golden sets may carry it
+    meta: list[dict[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,20 +71,26 @@ class LabelledSet:
         return iter(zip(self.inputs, self.labels))
 
     def to_arrow(self) -> pa.Table:
-        return pa.table({"input": pa.array(self.inputs, pa.binary()),
-                         "label": pa.array(self.labels, pa.string()),
-                         "content_hash": pa.array(self.hashes, pa.string())})
+        columns = {"input": pa.array(self.inputs, pa.binary()), "label": pa.array(self.labels, pa.string()),
+                   "content_hash": pa.array(self.hashes, pa.string())}
+        if self.meta is not None:
+            columns["metadata"] = pa.array([json.dumps(m, sort_keys=True) for m in self.meta], pa.string())
+        return pa.table(columns)
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> "LabelledSet":
+        meta = ([json.loads(m) for m in table.column("metadata").to_pylist()]
+                if "metadata" in table.column_names else None)
         return cls(table.column("input").to_pylist(), table.column("label").to_pylist(),
-                   table.column("content_hash").to_pylist())
+                   table.column("content_hash").to_pylist(), meta)
 
     @classmethod
     def read(cls, path: Path) -> "LabelledSet":
-        return cls.from_arrow(pq.read_table(path, columns=["input", "label", "content_hash"]))
+        wanted = ["input", "label", "content_hash", "metadata"]
+        return cls.from_arrow(pq.read_table(path, columns=[c for c in wanted if c in pq.read_schema(path).names]))
 
     def __add__(self, other: "LabelledSet") -> "LabelledSet":
+        """Training sets are concatenated; slices matter only on the golden set, so they are not carried."""
         return LabelledSet(self.inputs + other.inputs, self.labels + other.labels, self.hashes + other.hashes)
 
 

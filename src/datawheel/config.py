@@ -88,6 +88,10 @@ class GateSection(_Section):
     per_class_tolerance: float = Field(0.05, ge=0.0, le=1.0)
     #: significance level of McNemar's exact test for "really better"
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    #: ...and at most this much worse on any slice of the golden set (items sharing a metadata value)
+    slice_tolerance: float = Field(0.05, ge=0.0, le=1.0)
+    #: slices with fewer golden items are reported but never block: one item would swing them too far
+    min_slice_size: int = Field(20, ge=1)
 
 
 class ReleaseSection(_Section):

@@ -77,7 +77,8 @@ def _turn(ws: Workspace, cycle_id: str, progress: Progress | None, warm_start: b
         unique.setdefault(r.content_hash, r.input)
     model_probs: dict[str, np.ndarray] = {}
     if unique:
-        probs = predict_proba(champion.module, task.featurize([task.decode(b) for b in unique.values()]))
+        probs = predict_proba(champion.module, task.featurize([task.decode(b) for b in unique.values()],
+                                                              champion.model_name, cache=True))
         model_probs = dict(zip(unique, probs.numpy().astype(np.float64)))
     data_id = hashlib.sha256(("".join(sorted(f"{v.record_id}:{v.user_id}:{v.label};" for v in kept_votes))
                               + "".join(f"{h}={lab};" for h, lab in sorted(annotations.items()))

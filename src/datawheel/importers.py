@@ -39,7 +39,7 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
     else:
         raise ImportDataError(f"{path}: unsupported format; use an ImageFolder directory, .csv, .jsonl or .parquet")
     allowed = set(labels)
-    inputs, out_labels, hashes = [], [], []
+    inputs, out_labels, hashes, metas = [], [], [], []
     for where, row, base in rows:
         label = row.get("label")
         if label is None or str(label).strip() == "":
@@ -49,17 +49,38 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
             raise ImportDataError(f"{where}: unknown label {label!r}; the workspace's labels are {', '.join(labels)}")
         try:
             item = _parse_row(row, task, base, where)
+            meta = _slice_meta(row, where)
             if clean is not None:
                 item = clean(item, "text")
+                meta = {k: clean(v, f"metadata.{k}") for k, v in meta.items()}
         except (InvalidInput, PolicyRejected) as exc:
             raise ImportDataError(f"{where}: {exc}") from None
         data = task.encode(item)
         inputs.append(data)
         out_labels.append(label)
         hashes.append(task.content_hash(item))
+        metas.append(meta)
     if not inputs:
         raise ImportDataError(f"{path}: no labelled examples found")
-    return LabelledSet(inputs, out_labels, hashes)
+    return LabelledSet(inputs, out_labels, hashes, metas if any(metas) else None)
+
+
+def _slice_meta(row: dict[str, Any], where: str) -> dict[str, str]:
+    """Slice metadata of a row: ``meta.KEY`` columns (CSV, Parquet) or a ``metadata`` object (JSONL)."""
+    meta = {k[len("meta."):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("meta.")}
+    nested = row.get("metadata")
+    if nested is not None:
+        if not isinstance(nested, dict):
+            raise ImportDataError(f"{where}: 'metadata' must be an object of slice names to values")
+        meta |= nested
+    out = {}
+    for key, value in meta.items():
+        if value is None or value == "":
+            continue
+        if not isinstance(value, (str, int, bool)) or not key:
+            raise ImportDataError(f"{where}: metadata {key!r} must be a string, number or boolean")
+        out[key] = str(value)
+    return out
 
 
 def _parse_row(row: dict[str, Any], task: Task, base: Path, where: str) -> Any:

@@ -42,6 +42,10 @@ def render(*, version: int, task: str, labels: tuple[str, ...], train_info: dict
         *[f"| {lab} | {r:.2%} |" for lab, r in recall.items()],
         "",
     ]
+    slices = metrics.get("slices") or {}
+    if slices:
+        lines += ["| slice | golden items | accuracy |", "|---|---|---|",
+                  *[f"| {name} | {s['n']} | {s['accuracy']:.2%} |" for name, s in slices.items()], ""]
     if decision:
         m = decision.get("mcnemar") or {}
         lines += ["## Gate", "", f"Decision: **{decision['decision']}**.", "",
@@ -53,6 +57,10 @@ def render(*, version: int, task: str, labels: tuple[str, ...], train_info: dict
     lines += ["## Known limits", "",
               "- Measured on the workspace's golden set only; other populations may differ.",
               f"- Classes below {WEAK_RECALL:.0%} recall: {', '.join(weak) if weak else 'none'}.",
+              f"- Slices below {WEAK_RECALL:.0%} accuracy: "
+              + (", ".join(f"`{k}` ({s['accuracy']:.1%}, {s['n']} items)" for k, s in slices.items()
+                           if s["accuracy"] < WEAK_RECALL) or "none") + "." if slices
+              else "- The golden set carries no slice metadata, so no group of users was measured apart.",
               "- Trained on user-labelled data after curation; remaining label noise is estimated in the "
               "snapshot's datasheet." if dataset_id else "- Trained on the seed set only.",
               ""]

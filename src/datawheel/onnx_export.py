@@ -52,8 +52,8 @@ def export(ws: Workspace, version: int) -> dict:
     registry = Registry(ws)
     loaded = registry.load(version)
     task, golden = ws.task, ws.golden()
-    features = task.featurize([task.decode(b) for b in golden.inputs])  # the real shapes the model sees
-    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims}
+    features = task.featurize([task.decode(b) for b in golden.inputs], loaded.model_name)  # the real shapes
+    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims(loaded.model_name)}
     program = torch.onnx.export(loaded.module, (features[:2],), dynamic_shapes=(dims,), input_names=["features"],
                                 output_names=["logits"], dynamo=True, verbose=False)
     path = onnx_path(ws, version)

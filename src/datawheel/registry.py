@@ -19,7 +19,7 @@ from datawheel import model_card
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, sha256_file
 from datawheel.errors import CycleError, WorkspaceError
 from datawheel.stages import release
-from datawheel.stages.evaluate import classification_metrics, gate
+from datawheel.stages.evaluate import classification_metrics, gate, slice_accuracy
 from datawheel.stages.significance import bootstrap_ci, expected_calibration_error, mcnemar_exact
 from datawheel.stages.train import TrainedModel, calibrated, train
 from datawheel.tasks.base import predict_proba
@@ -41,21 +41,27 @@ class Registry:
         self.ws = ws
         self.store = ws.store
 
-    def _predict(self, module: nn.Module, data: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, module: nn.Module, model_name: str, data: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
         task = self.ws.task
         index = {lab: j for j, lab in enumerate(self.ws.labels)}
-        probs = predict_proba(module, task.featurize([task.decode(b) for b in data.inputs])).numpy()
+        features = task.featurize([task.decode(b) for b in data.inputs], model_name, cache=True)
+        probs = predict_proba(module, features).numpy()
         return probs, np.array([index[lab] for lab in data.labels], dtype=np.int64)
 
-    def evaluate(self, module: nn.Module, data: LabelledSet) -> dict:
-        return self._metrics(*self._predict(module, data))
+    def evaluate(self, module: nn.Module, model_name: str, data: LabelledSet) -> dict:
+        return self._metrics(*self._predict(module, model_name, data), data.meta)
 
-    def _metrics(self, probs: np.ndarray, y: np.ndarray) -> dict:
-        """Golden-set metrics with a bootstrap 95 % interval on accuracy and the calibration error."""
+    def _metrics(self, probs: np.ndarray, y: np.ndarray, meta: list[dict[str, str]] | None) -> dict:
+        """Golden-set metrics with a bootstrap 95 % interval on accuracy, the calibration error and, where the
+        golden set carries metadata, accuracy per slice."""
         metrics = classification_metrics(y, probs.argmax(1), self.ws.labels)
-        lo, hi = bootstrap_ci((probs.argmax(1) == y).astype(np.float64))
-        return {**metrics, "accuracy_ci95": [round(lo, 6), round(hi, 6)],
-                "ece": round(expected_calibration_error(probs, y), 6)}
+        right = probs.argmax(1) == y
+        lo, hi = bootstrap_ci(right.astype(np.float64))
+        out = {**metrics, "accuracy_ci95": [round(lo, 6), round(hi, 6)],
+               "ece": round(expected_calibration_error(probs, y), 6)}
+        if meta is not None:
+            out["slices"] = slice_accuracy(right, meta)
+        return out
 
     def register(self, trained: TrainedModel, metrics: dict, *, dataset_id: str | None, parent: int | None,
                  cycle_id: str | None, decision: dict | None = None) -> int:
@@ -136,8 +142,10 @@ class Registry:
         if warm:
             candidate.info["warm_start_from"] = champion.version
         served = calibrated(candidate.module, candidate.temperature)
-        (cand_probs, y), (champ_probs, _) = self._predict(served, golden), self._predict(champion.module, golden)
-        cand_metrics, champ_metrics = self._metrics(cand_probs, y), self._metrics(champ_probs, y)
+        cand_probs, y = self._predict(served, candidate.model_name, golden)
+        champ_probs, _ = self._predict(champion.module, champion.model_name, golden)
+        cand_metrics = self._metrics(cand_probs, y, golden.meta)
+        champ_metrics = self._metrics(champ_probs, y, golden.meta)
         paired = mcnemar_exact(cand_probs.argmax(1) == y, champ_probs.argmax(1) == y)
         champion_examples = self.store.get_model(champion.version)["train_info"].get("examples", 0)
         decision = gate(cand_metrics, champ_metrics, self.ws.config.gate, paired=paired,
@@ -165,7 +173,7 @@ class Registry:
         """Train model v1 on the seed set and make it champion."""
         trained = train(self.ws.task, seed, self.ws.labels, self.ws.config.model, progress)
         served = calibrated(trained.module, trained.temperature)
-        version = self.register(trained, self.evaluate(served, golden), dataset_id=None, parent=None,
-                                cycle_id=None)
+        metrics = self.evaluate(served, trained.model_name, golden)
+        version = self.register(trained, metrics, dataset_id=None, parent=None, cycle_id=None)
         self.promote(version, actor="init", reason="model trained on the seed set at init")
         return version

@@ -13,4 +13,7 @@ def collect_garbage(ws: Workspace, actor: str) -> dict[str, int]:
     now = utcnow()
     cutoffs = {name: now - timedelta(days=src.retention_days)
                for name, src in ws.policy.sources.items() if src.retention_days}
-    return ws.store.delete_expired(cutoffs, actor) if cutoffs else {}
+    deleted = ws.store.delete_expired(cutoffs, actor) if cutoffs else {}
+    if (ws.root / "cache").is_dir():  # features derived from inputs live no longer than the inputs
+        ws.task.retain(ws.store.content_hashes_of() | set(ws.seed().hashes) | set(ws.golden().hashes))
+    return deleted

@@ -108,7 +108,7 @@ class ModelServer:
         shadow = self._shadow  # read once: a concurrent refresh may replace it
         if shadow is None:
             return None
-        probs = predict_proba(shadow.module, self.ws.task.featurize([item]))[0]
+        probs = predict_proba(shadow.module, self.ws.task.featurize([item], shadow.model_name))[0]
         return shadow.version, self.ws.labels[int(torch.argmax(probs))]
 
     def predict(self, item: Any, user_id: str | None = None) -> tuple[int, str, dict[str, float]]:
@@ -116,7 +116,7 @@ class ModelServer:
         canary = self._canary
         if canary is not None and user_id is not None and self.in_canary(user_id):
             loaded = canary
-        probs = predict_proba(loaded.module, self.ws.task.featurize([item]))[0]  # [n_classes]
+        probs = predict_proba(loaded.module, self.ws.task.featurize([item], loaded.model_name))[0]  # [n_classes]
         labels = self.ws.labels
         top = int(torch.argmax(probs))
         return loaded.version, labels[top], {lab: round(float(p), 6) for lab, p in zip(labels, probs)}

@@ -86,7 +86,7 @@ class Workspace:
 
     @cached_property
     def task(self) -> Task:
-        return get_task(self.config.workspace.task)
+        return get_task(self.config.workspace.task, encoder=self.config.model.encoder, cache_dir=self.root / "cache")
 
     @cached_property
     def store(self) -> Store:

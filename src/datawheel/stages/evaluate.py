@@ -2,8 +2,10 @@
 
 Both models are scored on the same frozen golden set. The candidate must not
 lose more than ``tolerance`` on accuracy or macro-F1, nor more than
-``per_class_tolerance`` on any class's recall: an overall gain bought by
-abandoning one class is a regression for the users of that class. Past those
+``per_class_tolerance`` on any class's recall, nor more than ``slice_tolerance``
+on any slice of the golden set (its items sharing a metadata value, such as a
+locale or a device): an overall gain bought by abandoning one class or one group
+of users is a regression for them. Past those
 blocks it is promoted when its gain is significant (McNemar's exact test at
 ``alpha``), or when it is not worse and was trained on more data (the
 champion's data plus the new cycle's, so the difference is noise either way
@@ -39,6 +41,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
     }
 
 
+def slice_accuracy(right: np.ndarray, meta: list[dict[str, str]]) -> dict[str, dict]:
+    """Accuracy per ``key=value`` slice of the golden set, e.g. ``locale=zh-CN``."""
+    members: dict[str, list[int]] = {}
+    for i, m in enumerate(meta):
+        for key, value in m.items():
+            members.setdefault(f"{key}={value}", []).append(i)
+    return {name: {"n": len(idx), "accuracy": round(float(right[idx].mean()), 6)}
+            for name, idx in sorted(members.items())}
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool
@@ -62,12 +74,20 @@ def gate(candidate: dict, champion: dict, policy: GateSection, *, paired: dict |
         if delta < -policy.per_class_tolerance:
             reasons.append(f"recall of class {label!r} fell by {-delta:.4f} "
                            f"(> per-class tolerance {policy.per_class_tolerance})")
+    for name, champ_slice in champion.get("slices", {}).items():
+        cand_slice = candidate.get("slices", {}).get(name)
+        if cand_slice is None or champ_slice["n"] < policy.min_slice_size:
+            continue
+        delta = cand_slice["accuracy"] - champ_slice["accuracy"]
+        if delta < -policy.slice_tolerance:
+            reasons.append(f"accuracy on slice {name} ({champ_slice['n']} items) fell by {-delta:.4f} "
+                           f"(> slice tolerance {policy.slice_tolerance})")
     if reasons:
         return Decision(False, reasons)
     p = 1.0 if paired is None else paired["p_value"]
     summary = (f"accuracy {champion['accuracy']:.4f} -> {candidate['accuracy']:.4f}, "
                f"macro-F1 {champion['macro_f1']:.4f} -> {candidate['macro_f1']:.4f}, McNemar p={p:.3g}, "
-               "no class beyond tolerance")
+               "no class" + (" or slice" if champion.get("slices") else "") + " beyond tolerance")
     if candidate["accuracy"] > champion["accuracy"] and p < policy.alpha:
         return Decision(True, [f"significant improvement (p < {policy.alpha}): {summary}"])
     if replacing:

@@ -3,8 +3,8 @@
 AdamW with a one-cycle learning-rate schedule: far fewer epochs than the seed
 document's plain SGD recipe for the same accuracy on CPU. A validation split is
 carved from the training data (never the golden set, which only the gate may
-see): it stops training once the model stops improving, keeps the best epoch's
-weights, and fits the temperature that calibrates the model's probabilities.
+see): it stops training once validation accuracy stops improving, keeps the best
+epoch's weights, and fits the temperature that calibrates the model's probabilities.
 The same seed, data and thread count give the same weights, and a run killed
 mid-way resumes from its last epoch's checkpoint to those same weights.
 """
@@ -127,7 +127,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     index = {lab: j for j, lab in enumerate(labels)}
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    x_all = task.featurize([task.decode(b) for b in data.inputs])  # [N, ...]
+    x_all = task.featurize([task.decode(b) for b in data.inputs], model_name, cache=True)  # [N, ...]
     y_all = torch.tensor([index[lab] for lab in data.labels], dtype=torch.long)  # [N]
     val = validation_mask(data.hashes, data.labels, cfg.validation_share, cfg.seed)
     if int(val.sum()) < MIN_VALIDATION or int((~val).sum()) == 0:
@@ -149,7 +149,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
                                                 steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss()
-    state = {"epoch": 0, "ran": 0, "best_loss": math.inf, "best_epoch": 0, "best_state": None, "last": {}}
+    state = {"epoch": 0, "ran": 0, "best_accuracy": -1.0, "best_loss": math.inf, "best_epoch": 0, "best_state": None, "last": {}}
     key = _run_key(data, labels, cfg, model_name, init_state)
     resumed_from = 0
     if checkpoint is not None and checkpoint.is_file():
@@ -184,9 +184,12 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
         if has_val:
             val_logits = _logits(model, x_val)
             val_loss = float(loss_fn(val_logits, y_val))
-            last |= {"val_loss": val_loss, "val_accuracy": float((val_logits.argmax(1) == y_val).float().mean())}
-            if val_loss < state["best_loss"]:
-                state |= {"best_loss": val_loss, "best_epoch": epoch + 1,
+            val_acc = float((val_logits.argmax(1) == y_val).float().mean())
+            last |= {"val_loss": val_loss, "val_accuracy": val_acc}
+            # Accuracy first: late in a one-cycle run the loss can rise with confidence while answers still
+            # improve; calibration repairs the confidence afterwards. The loss breaks ties.
+            if (val_acc, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
+                state |= {"best_accuracy": val_acc, "best_loss": val_loss, "best_epoch": epoch + 1,
                           "best_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         state |= {"epoch": epoch + 1, "ran": epoch + 1, "last": last}
         stop = has_val and cfg.patience > 0 and state["epoch"] - state["best_epoch"] >= cfg.patience

@@ -188,11 +188,14 @@ class PeopleQueries:
             "records": out,
         }
 
-    def content_hashes_of(self, user_id: str) -> set[str]:
-        """Content hashes of a user's records: keys of anything derived from their inputs outside the store."""
+    def content_hashes_of(self, user_id: str | None = None) -> set[str]:
+        """Content hashes of a user's records (None: everyone's): keys of what is derived from inputs
+        outside the store."""
+        query = select(t.records.c.content_hash).distinct()
+        if user_id is not None:
+            query = query.where(t.records.c.user_id == user_id)
         with self.engine.connect() as conn:
-            return set(conn.execute(select(t.records.c.content_hash).where(t.records.c.user_id == user_id))
-                       .scalars())
+            return set(conn.execute(query).scalars())
 
     def erase_user(self, user_id: str, actor: str = "app") -> dict:
         """Delete everything held about a user, in one transaction, and return the receipt."""

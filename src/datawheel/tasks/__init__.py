@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datawheel.errors import ConfigError
 from datawheel.tasks.base import Task
 
 TASK_NAMES = ("image-classification", "text-classification")
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, *, encoder: str = "", cache_dir: Path | None = None) -> Task:
+    """``encoder`` and ``cache_dir`` configure the MiniLM text models and where their embeddings are kept."""
     # Imported lazily: a text workspace never pays for image decoding and vice versa.
     if name == "image-classification":
         from datawheel.tasks.image import ImageClassification
@@ -17,5 +20,5 @@ def get_task(name: str) -> Task:
     if name == "text-classification":
         from datawheel.tasks.text import TextClassification
 
-        return TextClassification()
+        return TextClassification(encoder=encoder, cache_dir=cache_dir)
     raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")

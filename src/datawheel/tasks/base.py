@@ -73,8 +73,11 @@ class Task(ABC):
     def show(self, item: Any) -> dict:
         """The item as a JSON object an annotator can be shown (an image as PNG, text as text)."""
 
-    #: axes of :meth:`featurize`'s output whose size varies between batches (ONNX export keeps them dynamic)
-    variable_dims: tuple[int, ...] = (0,)
+    def variable_dims(self, model: str = "") -> tuple[int, ...]:
+        """Axes of :meth:`featurize`'s output for ``model`` whose size varies between batches (ONNX keeps them
+        dynamic)."""
+        return (0,)
+
     #: (column name, Hugging Face feature) of the input column in an exported dataset
     hf_feature: tuple[str, dict]
     #: the same feature as a dataset card's ``dtype``
@@ -85,11 +88,18 @@ class Task(ABC):
         """The item as a value of :attr:`hf_feature` (PNG bytes for an image, the string for text)."""
 
     @abstractmethod
-    def featurize(self, items: Sequence[Any]) -> torch.Tensor:
-        """Stack items into the batch tensor the task's models take."""
+    def featurize(self, items: Sequence[Any], model: str = "", *, cache: bool = False) -> torch.Tensor:
+        """Stack items into the batch tensor the model named ``model`` takes ("" = the task's default features).
+
+        ``cache``: the caller (training) may keep derived features for reuse; serving never asks to.
+        """
 
     def forget(self, content_hashes: set[str]) -> None:
         """Drop anything the task cached about these items (an erased user's inputs)."""
+
+    def retain(self, content_hashes: set[str]) -> int:
+        """Drop everything the task cached about items not in ``content_hashes``; return how many went."""
+        return 0
 
     def augment(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """A randomly perturbed copy of a featurized training batch; tasks without a safe perturbation return it."""

