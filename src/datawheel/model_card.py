@@ -29,6 +29,12 @@ def render(*, version: int, task: str, labels: tuple[str, ...], train_info: dict
         f"{train_info.get('schedule')} schedule, {train_info.get('epochs')} epochs, seed {train_info.get('seed')}",
         f"- trained on: {train_info.get('examples')} examples — the seed set ({seed_items})"
         + (f" plus snapshot `{dataset_id}` (see its datasheet)" if dataset_id else " only"),
+        f"- validation: {train_info.get('validation_examples', 0)} training items held out"
+        + (f"; ran {train_info.get('epochs_run')} epochs, kept epoch {train_info.get('best_epoch')}; "
+           f"temperature {train_info.get('temperature', 1.0):.3f}" if train_info.get("validation_examples") else
+           " (too few to stop early or calibrate)")
+        + ("; augmented" if train_info.get("augment") else "")
+        + (f"; warm-started from v{train_info['warm_start_from']}" if train_info.get("warm_start_from") else ""),
         f"- parent: {'none' if parent is None else f'v{parent}'}",
         "",
         "## Golden-set evaluation",

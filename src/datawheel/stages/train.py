@@ -149,38 +149,22 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
                                                 steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss()
-    state = {"epoch": 0, "ran": 0, "best_accuracy": -1.0, "best_loss": math.inf, "best_epoch": 0, "best_state": None, "last": {}}
+    state = {"epoch": 0, "ran": 0, "best_accuracy": -1.0, "best_loss": math.inf, "best_epoch": 0,
+             "best_state": None, "last": {}}
     key = _run_key(data, labels, cfg, model_name, init_state)
-    resumed_from = 0
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved.get("key") == key:
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["opt"])
-            sched.load_state_dict(saved["sched"])
-            gen.set_state(saved["gen"])
-            torch.set_rng_state(saved["torch_rng"])
-            state = saved["state"]
-            resumed_from = state["epoch"]
+    saved = _load_checkpoint(checkpoint, key)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+    resumed_from = state["epoch"]
     has_val = len(y_val) > 0
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        model.train()
-        order = torch.randperm(len(y), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for start in range(0, len(y), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            xb = task.augment(x[idx], gen) if cfg.augment else x[idx]
-            logits = model(xb)  # [B, n_classes]
-            loss = loss_fn(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
-            total += len(idx)
-        last = {"loss": loss_sum / total, "train_accuracy": correct / total}
+        last = _train_epoch(task, model, x, y, cfg, opt, sched, gen, loss_fn)
         if has_val:
             val_logits = _logits(model, x_val)
             val_loss = float(loss_fn(val_logits, y_val))
@@ -210,11 +194,44 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     info = {"model_name": model_name, "examples": len(y_all), "train_examples": len(y),
-            "validation_examples": len(y_val), "epochs": cfg.epochs, "epochs_run": state["ran"], "best_epoch": state["best_epoch"] or None,
-            "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle", "augment": cfg.augment,
+            "validation_examples": len(y_val), "epochs": cfg.epochs, "epochs_run": state["ran"],
+            "best_epoch": state["best_epoch"] or None, "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle", "augment": cfg.augment,
             "temperature": temperature, "warm_start": init_state is not None, "resumed_from_epoch": resumed_from,
             **{f"final_{k}": round(v, 6) for k, v in state["last"].items()}}
     return TrainedModel(model_name, model, info, temperature)
+
+
+def _train_epoch(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ModelSection,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
+                 loss_fn: nn.Module) -> dict:
+    """One pass over the training items in a seeded order; returns the epoch's mean loss and accuracy."""
+    model.train()
+    order = torch.randperm(len(y), generator=gen)
+    total, correct, loss_sum = 0, 0, 0.0
+    for start in range(0, len(y), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        xb = task.augment(x[idx], gen) if cfg.augment else x[idx]
+        logits = model(xb)  # [B, n_classes]
+        loss = loss_fn(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y[idx]).sum())
+        total += len(idx)
+    return {"loss": loss_sum / total, "train_accuracy": correct / total}
+
+
+def _load_checkpoint(path: Path | None, key: str) -> dict | None:
+    """The saved run if it is this run; a checkpoint of other data, or one that cannot be read, is ignored."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a damaged or foreign file; training from scratch is safe
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
 
 def _save_checkpoint(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer,
