@@ -245,3 +245,13 @@ def test_gate_blocks_a_regression_on_a_slice_big_enough_to_measure():
     assert not d.promote and len(d.reasons) == 1 and "locale=zh" in d.reasons[0]
     cand["slices"]["locale=zh"]["accuracy"] = 0.88
     assert gate(cand, champ, policy, paired={"p_value": 0.001}).promote
+
+
+def test_a_loss_of_exactly_the_tolerance_is_within_it():
+    """One item of a 20-item slice is 0.05 exactly; float rounding (0.95 - 1.0) must not make it a block."""
+    base = {"macro_f1": 0.9, "per_class_recall": {"a": 1.0}, "accuracy": 0.9}
+    champ = {**base, "slices": {"locale=zh": {"n": 20, "accuracy": 1.0}}}
+    cand = {**base, "per_class_recall": {"a": 0.95}, "slices": {"locale=zh": {"n": 20, "accuracy": 0.95}}}
+    assert gate(cand, champ, GateSection(per_class_tolerance=0.05, slice_tolerance=0.05), more_data=True).promote
+    cand["slices"]["locale=zh"]["accuracy"] = 0.9
+    assert not gate(cand, champ, GateSection(slice_tolerance=0.05), more_data=True).promote

@@ -64,20 +64,21 @@ def test_frozen_encoder_with_a_head_learns_topics_and_encodes_each_text_once(tmp
     data, held = as_set(task, sentences(90, 1)), as_set(task, sentences(45, 2))
     out = train(task, data, LABELS, ModelSection(name="minilm-head", epochs=15))
     assert accuracy(task, out.module, "minilm-head", held) >= 0.9
+    encoder = text_encoders.load_encoder("")
     calls = []
-    real = text_encoders.load_encoder
+    real = encoder.encode
 
-    def counting(encoder: str):
-        calls.append(encoder)
-        return real(encoder)
+    def counting(texts, **kwargs):
+        calls.append(len(texts))
+        return real(texts, **kwargs)
 
-    monkeypatch.setattr(text_encoders, "load_encoder", counting)
-    again = task.featurize([task.decode(b) for b in data.inputs], "minilm-head")
+    monkeypatch.setattr(encoder, "encode", counting)
+    again = task.featurize([task.decode(b) for b in data.inputs], "minilm-head", cache=True)
     assert calls == []  # every training text came from the cache
-    assert again.shape == (90, text_encoders.DIM)
-    task.featurize(["a text never seen"], "minilm-head")
-    assert len(calls) == 1
-    assert task.cache.get([task.content_hash("a text never seen")]) == {}  # serving reads, never writes
+    assert again.shape == (90, 384)
+    task.featurize([task.decode(data.inputs[0]), "a text never seen"], "minilm-head")
+    assert calls == [2]  # serving neither reads the cache (a hit would be faster, which leaks) nor writes it
+    assert task.cache.get([task.content_hash("a text never seen")]) == {}
 
 
 def test_cache_forgets_and_retains_by_content_hash(tmp_path):
@@ -155,3 +156,21 @@ def test_a_minilm_workspace_turns_and_erasure_drops_the_users_embeddings(tmp_pat
     assert set(ws.task.cache.get(golden)) == set(golden)  # the golden set's embeddings stay
     ws.store.close()
 
+
+
+def test_a_minilm_model_refuses_to_load_under_another_encoder(tmp_path):
+    from datawheel.errors import WorkspaceError
+    from datawheel.registry import Registry
+    from datawheel.workspace import Workspace
+
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=LABELS,
+                        seed_data=jsonl(tmp_path / "seed.jsonl", sentences(30, 9)),
+                        eval_data=jsonl(tmp_path / "gold.jsonl", sentences(15, 10)), model_name="minilm-head",
+                        epochs=2)
+    ws.store.close()
+    config = (ws.root / "datawheel.toml").read_text()
+    (ws.root / "datawheel.toml").write_text(config.replace('encoder = ""', 'encoder = "/elsewhere/other-minilm"'))
+    moved = Workspace.open(ws.root)
+    with pytest.raises(WorkspaceError, match="model v1 embeds text with encoder"):
+        Registry(moved).load(1)
+    moved.store.close()

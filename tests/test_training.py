@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -168,3 +169,34 @@ def test_the_registry_serves_a_model_with_its_fitted_temperature(ws: Workspace):
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), net.eval()(x) / 2.0)
         assert torch.equal(loaded.network(x), net(x))
+
+
+def test_no_warm_start_from_a_champion_an_erasure_names(ws: Workspace, splits: DigitSplits):
+    """If a replacement was rejected, the champion still holds the erased user's data: later cycles train
+    from scratch, and the receipt names models warm-started from tainted weights."""
+    registry = Registry(ws)
+    champion = registry.load(registry.champion_version())
+    data = ws.seed() + as_set(splits.pool[:200])
+    warm = registry.challenge(data, dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+    assert ws.store.get_model(warm["candidate_version"])["train_info"]["warm_start_from"] == champion.version
+    with ws.store.engine.begin() as conn:
+        from datawheel.store import tables as t
+
+        conn.execute(t.erasures.insert().values(id="e1", user_ref="r", records_deleted=1, feedback_deleted=0,
+                                                model_versions=[champion.version], at=datetime.now(timezone.utc)))
+    again = registry.challenge(data, dataset_id="d2", cycle_id="c2", champion=champion, warm_start=True)
+    info = ws.store.get_model(again["candidate_version"])["train_info"]
+    assert info["warm_start"] is False and "erased" in info["warm_start_refused"]
+    with ws.store.engine.connect() as conn:
+        assert ws.store._with_warm_descendants(conn, {champion.version}) == [champion.version,
+                                                                            warm["candidate_version"]]
+
+
+def test_a_cycle_drops_checkpoints_of_other_data(ws: Workspace, splits: DigitSplits):
+    registry = Registry(ws)
+    stale = ws.checkpoint_path("old-snapshot")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"a run that can never resume")
+    registry.challenge(ws.seed(), dataset_id="d1", cycle_id="c1",
+                       champion=registry.load(registry.champion_version()))
+    assert not stale.exists() and not ws.checkpoint_path("d1").exists()

@@ -161,3 +161,15 @@ def test_bad_slice_metadata_names_the_line(tmp_path):
     with pytest.raises(ImportDataError, match=r"golden.jsonl:1: 'metadata' must be an object"):
         init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS,
                        seed_data=write_csv(tmp_path / "seed.csv", rows), eval_data=golden, epochs=1)
+
+
+def test_slice_metadata_passes_the_privacy_gate_keys_included(tmp_path):
+    rows = text_rows()
+    golden = write_jsonl(tmp_path / "golden.jsonl", [
+        {**r, "text": r["text"] + "?", "metadata": {"owner ann@example.com": "ann@example.com", "score": 0.5}}
+        for r in rows])
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS,
+                        seed_data=write_csv(tmp_path / "seed.csv", rows), eval_data=golden, epochs=1)
+    assert ws.golden().meta[0] == {"owner <EMAIL>": "<EMAIL>", "score": "0.5"}
+    assert b"ann@example.com" not in (ws.root / "data" / "golden.parquet").read_bytes()
+    ws.store.close()

@@ -21,7 +21,7 @@ from datawheel.artifacts import fingerprint, write_parquet
 from datawheel.curation import datasheet
 from datawheel.forget import retrain_without
 from datawheel.registry import Registry
-from datawheel.retention import collect_garbage
+from datawheel.retention import collect_garbage, prune_derived
 from datawheel.store.db import utcnow
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, curate
@@ -51,6 +51,8 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
     except BaseException as exc:
         store.finish_cycle(cycle_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        prune_derived(ws)
     return report
 
 

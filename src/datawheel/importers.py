@@ -52,7 +52,8 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
             meta = _slice_meta(row, where)
             if clean is not None:
                 item = clean(item, "text")
-                meta = {k: clean(v, f"metadata.{k}") for k, v in meta.items()}
+                meta = {key: clean(v, f"metadata.{key}") for key, v in
+                        ((clean(k, "metadata key"), v) for k, v in meta.items())}
         except (InvalidInput, PolicyRejected) as exc:
             raise ImportDataError(f"{where}: {exc}") from None
         data = task.encode(item)
@@ -66,19 +67,24 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
 
 
 def _slice_meta(row: dict[str, Any], where: str) -> dict[str, str]:
-    """Slice metadata of a row: ``meta.KEY`` columns (CSV, Parquet) or a ``metadata`` object (JSONL)."""
+    """Slice metadata of a row: ``meta.KEY`` columns (CSV, Parquet) or a ``metadata`` object (JSONL).
+
+    A plain ``metadata`` string (a CSV column of that name) is the team's own and is left alone.
+    """
     meta = {k[len("meta."):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("meta.")}
     nested = row.get("metadata")
-    if nested is not None:
+    if nested is not None and not isinstance(nested, str):
         if not isinstance(nested, dict):
             raise ImportDataError(f"{where}: 'metadata' must be an object of slice names to values")
         meta |= nested
     out = {}
-    for key, value in meta.items():
+    for n, (key, value) in enumerate(meta.items()):
         if value is None or value == "":
             continue
-        if not isinstance(value, (str, int, bool)) or not key:
-            raise ImportDataError(f"{where}: metadata {key!r} must be a string, number or boolean")
+        if not key or not isinstance(value, (str, int, float, bool)):
+            # named by position: a key is the team's data and may hold what the privacy gate would redact
+            raise ImportDataError(f"{where}: metadata entry {n + 1} must have a name and a string, number or "
+                                  "boolean value")
         out[key] = str(value)
     return out
 

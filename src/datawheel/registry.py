@@ -88,6 +88,11 @@ class Registry:
         if not path.is_file() or sha256_file(path) != row["sha256"]:
             raise WorkspaceError(f"model v{version}: artifact {path.name} is missing or fails its sha256 check")
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        encoder = blob["config"]["model"].get("encoder", "")
+        if blob["model_name"].startswith("minilm") and encoder != self.ws.config.model.encoder:
+            raise WorkspaceError(f"model v{version} embeds text with encoder {encoder or '(bundled MiniLM)'!r} but "
+                                 f"model.encoder is now {self.ws.config.model.encoder or '(bundled MiniLM)'!r}; "
+                                 "set it back, or train a new model with the new encoder")
         module = self.ws.task.build_model(blob["model_name"], len(blob["labels"]))
         module.load_state_dict(blob["state_dict"])
         module.eval()
@@ -131,16 +136,24 @@ class Registry:
         """
         golden = self.ws.golden()
         cfg = self.ws.config.model
-        # Warm start never applies to a replacement: the champion's weights hold what must be forgotten.
-        warm = (warm_start if warm_start is not None else cfg.warm_start) and not replacing
-        if warm and champion.model_name != (cfg.name or self.ws.task.models[0]):
+        warm = warm_start if warm_start is not None else cfg.warm_start
+        # Never start from weights that hold an erased user's data: a replacement exists to drop them, and a
+        # champion named in an erasure receipt (a rejected replacement left it in place) still holds them.
+        tainted = bool(replacing) or champion.version in self.store.erased_model_versions()
+        if warm and not tainted and champion.model_name != (cfg.name or self.ws.task.models[0]):
             raise CycleError(f"cannot warm-start: the champion v{champion.version} is a {champion.model_name!r} "
                              f"model and the config trains {cfg.name or self.ws.task.models[0]!r}")
+        checkpoint = self.ws.checkpoint_path(dataset_id)
+        for stale in checkpoint.parent.glob("*.pt"):  # other data's runs can never resume: drop them
+            if stale != checkpoint:
+                stale.unlink(missing_ok=True)
         candidate = train(self.ws.task, data, self.ws.labels, cfg, progress,
-                          init_state=champion.network.state_dict() if warm else None,
-                          checkpoint=self.ws.checkpoint_path(dataset_id))
-        if warm:
+                          init_state=champion.network.state_dict() if warm and not tainted else None,
+                          checkpoint=checkpoint)
+        if warm and not tainted:
             candidate.info["warm_start_from"] = champion.version
+        elif warm:
+            candidate.info["warm_start_refused"] = "the champion's weights hold an erased user's data"
         served = calibrated(candidate.module, candidate.temperature)
         cand_probs, y = self._predict(served, candidate.model_name, golden)
         champ_probs, _ = self._predict(champion.module, champion.model_name, golden)

@@ -14,6 +14,15 @@ def collect_garbage(ws: Workspace, actor: str) -> dict[str, int]:
     cutoffs = {name: now - timedelta(days=src.retention_days)
                for name, src in ws.policy.sources.items() if src.retention_days}
     deleted = ws.store.delete_expired(cutoffs, actor) if cutoffs else {}
-    if (ws.root / "cache").is_dir():  # features derived from inputs live no longer than the inputs
-        ws.task.retain(ws.store.content_hashes_of() | set(ws.seed().hashes) | set(ws.golden().hashes))
+    prune_derived(ws)
     return deleted
+
+
+def prune_derived(ws: Workspace) -> int:
+    """Features derived from inputs (cached embeddings) live no longer than the inputs themselves.
+
+    Run at both ends of a cycle: an erasure while a cycle trains may see its entries written back.
+    """
+    if not (ws.root / "cache").is_dir():
+        return 0
+    return ws.task.retain(ws.store.content_hashes_of() | set(ws.seed().hashes) | set(ws.golden().hashes))

@@ -41,6 +41,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
     }
 
 
+#: a loss of exactly the tolerance is within it; float rounding (0.95 - 1.0) must not turn it into a block
+_EPS = 1e-9
+
+
 def slice_accuracy(right: np.ndarray, meta: list[dict[str, str]]) -> dict[str, dict]:
     """Accuracy per ``key=value`` slice of the golden set, e.g. ``locale=zh-CN``."""
     members: dict[str, list[int]] = {}
@@ -67,11 +71,11 @@ def gate(candidate: dict, champion: dict, policy: GateSection, *, paired: dict |
     reasons: list[str] = []
     for key in ("accuracy", "macro_f1"):
         delta = candidate[key] - champion[key]
-        if delta < -policy.tolerance:
+        if delta < -policy.tolerance - _EPS:
             reasons.append(f"{key} fell by {-delta:.4f} (> tolerance {policy.tolerance})")
     for label, champ_recall in champion["per_class_recall"].items():
         delta = candidate["per_class_recall"].get(label, 0.0) - champ_recall
-        if delta < -policy.per_class_tolerance:
+        if delta < -policy.per_class_tolerance - _EPS:
             reasons.append(f"recall of class {label!r} fell by {-delta:.4f} "
                            f"(> per-class tolerance {policy.per_class_tolerance})")
     for name, champ_slice in champion.get("slices", {}).items():
@@ -79,7 +83,7 @@ def gate(candidate: dict, champion: dict, policy: GateSection, *, paired: dict |
         if cand_slice is None or champ_slice["n"] < policy.min_slice_size:
             continue
         delta = cand_slice["accuracy"] - champ_slice["accuracy"]
-        if delta < -policy.slice_tolerance:
+        if delta < -policy.slice_tolerance - _EPS:
             reasons.append(f"accuracy on slice {name} ({champ_slice['n']} items) fell by {-delta:.4f} "
                            f"(> slice tolerance {policy.slice_tolerance})")
     if reasons:

@@ -160,7 +160,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
         gen.set_state(saved["gen"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
-    resumed_from = state["epoch"]
+    resumed_from = state["ran"]
     has_val = len(y_val) > 0
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -236,8 +236,14 @@ def _load_checkpoint(path: Path | None, key: str) -> dict | None:
 
 def _save_checkpoint(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer,
                      sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, state: dict) -> None:
-    """Everything the next epoch depends on, written whole so a kill leaves the previous epoch's file."""
+    """Everything the next epoch depends on, written whole so a kill leaves the previous epoch's file.
+
+    Best effort: an erasure may delete the folder mid-write, and losing a checkpoint only costs a resume.
+    """
     buf = io.BytesIO()
     torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except FileNotFoundError:
+        pass

@@ -143,6 +143,16 @@ class PeopleQueries:
             out[m.dataset_id].append(m.version)
         return out
 
+    def _with_warm_descendants(self, conn: Connection, versions: set[int]) -> list[int]:
+        """The versions plus every model warm-started from one of them: their weights began as those weights."""
+        started_from = {m.version: (m.train_info or {}).get("warm_start_from")
+                        for m in conn.execute(select(t.models.c.version, t.models.c.train_info))}
+        out = set(versions)
+        for version in sorted(started_from):  # a model is always newer than the one it started from
+            if started_from[version] in out:
+                out.add(version)
+        return sorted(out)
+
     def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app") -> dict:
         """Everything held about one user, with lineage; the export itself is audited."""
         with write(self.engine) as conn:
@@ -206,7 +216,7 @@ class PeopleQueries:
             snap_ids = {r.snapshot_id for r in conn.execute(
                 select(t.snapshot_members.c.snapshot_id).where(t.snapshot_members.c.user_id == user_id))}
             by_snapshot = self._models_by_snapshot(conn)
-            versions = sorted({v for s in snap_ids for v in by_snapshot.get(s, [])})
+            versions = self._with_warm_descendants(conn, {v for s in snap_ids for v in by_snapshot.get(s, [])})
             record_ids = select(t.records.c.id).where(t.records.c.user_id == user_id)
             n_fb = conn.execute(delete(t.feedback).where(
                 (t.feedback.c.user_id == user_id) | t.feedback.c.record_id.in_(record_ids))).rowcount

@@ -121,6 +121,11 @@ class RunQueries:
             raise NotFound(f"version: no model version {version}")
         return dict(row._mapping)
 
+    def erased_model_versions(self) -> set[int]:
+        """Versions some erasure receipt names: trained on, or started from weights trained on, erased data."""
+        with self.engine.connect() as conn:
+            return {v for row in conn.execute(select(t.erasures.c.model_versions)) for v in row.model_versions}
+
     def list_models(self) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.models).order_by(t.models.c.version)).all()

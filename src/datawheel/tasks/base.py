@@ -91,7 +91,7 @@ class Task(ABC):
     def featurize(self, items: Sequence[Any], model: str = "", *, cache: bool = False) -> torch.Tensor:
         """Stack items into the batch tensor the model named ``model`` takes ("" = the task's default features).
 
-        ``cache``: the caller (training) may keep derived features for reuse; serving never asks to.
+        ``cache``: reuse and keep derived features (training and evaluation do; serving never does).
         """
 
     def forget(self, content_hashes: set[str]) -> None:

