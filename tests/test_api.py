@@ -290,3 +290,15 @@ def test_a_second_cycle_while_one_runs_is_a_conflict(client, ws):
     ws.store.start_cycle("test")  # a cycle "running" in this very process
     resp = client.post("/v1/cycles", headers=ADMIN)
     assert resp.status_code == 409 and "still running" in resp.json()["detail"]
+
+
+def test_a_cycle_can_be_asked_to_warm_start(client, splits, ws):
+    """The body's warm_start reaches the trainer; a wrongly typed one is a 422 naming the field."""
+    bad = client.post("/v1/cycles", headers=ADMIN, json={"warm_start": "yes"})
+    assert bad.status_code == 422 and "warm_start" in bad.text
+    label_items(client, splits, users=3, n=12)
+    cycle_id = client.post("/v1/cycles", headers=ADMIN, json={"warm_start": True}).json()["cycle_id"]
+    client.app.state.runner.join(120)
+    cycle = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
+    assert cycle["status"] == "done" and cycle["params"] == {"warm_start": True}
+    assert ws.store.get_model(cycle["candidate_version"])["train_info"]["warm_start_from"] == 1

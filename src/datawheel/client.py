@@ -82,8 +82,10 @@ class Client:
         return self._call("DELETE", f"/v1/users/{user_id}")
 
     # operators' routes (admin key)
-    def start_cycle(self) -> str:
-        return self._call("POST", "/v1/cycles")["cycle_id"]
+    def start_cycle(self, warm_start: bool | None = None) -> str:
+        """``warm_start``: from the champion's weights or from scratch; None: as the workspace config says."""
+        body = None if warm_start is None else {"warm_start": warm_start}
+        return self._call("POST", "/v1/cycles", json=body)["cycle_id"]
 
     def cycle(self, cycle_id: str) -> dict:
         return self._call("GET", f"/v1/cycles/{cycle_id}")

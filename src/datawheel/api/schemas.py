@@ -101,6 +101,11 @@ class Created(BaseModel):
     id: str
 
 
+class CycleIn(_Body):
+    #: start the candidate from the champion's weights (true) or from scratch (false); absent: the config's
+    warm_start: Optional[bool] = None
+
+
 class CycleStarted(BaseModel):
     cycle_id: str
     status: str

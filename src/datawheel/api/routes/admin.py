@@ -7,7 +7,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, status
 
 from datawheel.api.deps import AdminKey, RunnerDep, ServerDep, WorkspaceDep
-from datawheel.api.schemas import CycleStarted
+from datawheel.api.schemas import CycleIn, CycleStarted
 from datawheel.errors import NotFound
 from datawheel.registry import Registry
 from datawheel.serving import ModelServer
@@ -29,8 +29,9 @@ def cycle_json(row: dict) -> dict:
 
 
 @router.post("/cycles", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
-def start_cycle(_: AdminKey, runner: RunnerDep) -> CycleStarted:
-    return CycleStarted(cycle_id=runner.start("api"), status="running")
+def start_cycle(_: AdminKey, runner: RunnerDep, body: Optional[CycleIn] = None) -> CycleStarted:
+    params = {} if body is None or body.warm_start is None else {"warm_start": body.warm_start}
+    return CycleStarted(cycle_id=runner.start("api", params), status="running")
 
 
 @router.post("/users/{user_id}/retrain-without", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
