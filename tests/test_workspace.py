@@ -173,3 +173,17 @@ def test_slice_metadata_passes_the_privacy_gate_keys_included(tmp_path):
     assert ws.golden().meta[0] == {"owner <EMAIL>": "<EMAIL>", "score": "0.5"}
     assert b"ann@example.com" not in (ws.root / "data" / "golden.parquet").read_bytes()
     ws.store.close()
+
+
+def test_init_writes_model_options_and_refuses_unknown_ones(tmp_path):
+    rows = text_rows()
+    golden = write_jsonl(tmp_path / "golden.jsonl", [{**r, "text": r["text"] + "!"} for r in rows])
+    seed = write_csv(tmp_path / "seed.csv", rows)
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
+                        eval_data=golden, epochs=1, model_options={"augment": False, "patience": 3})
+    assert load_config(ws.root / "datawheel.toml").model.augment is False
+    assert ws.config.model.patience == 3
+    ws.store.close()
+    with pytest.raises(ConfigError, match="model.augmnet: unknown key"):
+        init_workspace(tmp_path / "ws2", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
+                       eval_data=golden, epochs=1, model_options={"augmnet": False})

@@ -142,7 +142,9 @@ class Workspace:
 
 def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed_data: Path, eval_data: Path,
                    db_url: str = "", model_name: str = "", epochs: int | None = None,
+                   model_options: dict | None = None,
                    progress: Callable[[int, int, dict], None] | None = None) -> Workspace:
+    """``model_options``: further ``[model]`` settings written into the new config (e.g. ``augment``)."""
     from datawheel.importers import load_labelled
     from datawheel.registry import Registry
 
@@ -150,7 +152,7 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
     raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
-    model: dict = {}
+    model: dict = dict(model_options or {})
     if model_name:
         model["name"] = model_name
     if epochs is not None:
