@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, write_parquet
 from datawheel.tasks.base import Task

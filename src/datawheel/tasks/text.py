@@ -18,7 +18,6 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.feature_extraction.text import HashingVectorizer
 from torch import nn
