@@ -33,16 +33,17 @@ import numpy as np
 from datawheel.api.app import create_app
 from datawheel.artifacts import LabelledSet
 from datawheel.client import Client
-from datawheel.cycle import run_cycle
-from datawheel.demo import LABELS, BackgroundServer, _free_port, _pool_inputs, digit_splits, write_image_folder
+from datawheel.wheel.cycle import run_cycle
+from datawheel.demo.run import LABELS, BackgroundServer, _free_port, _pool_inputs, digit_splits, write_image_folder
 from datawheel.importers import load_labelled
-from datawheel.registry import Registry
+from datawheel.stages.evaluate import evaluate
 from datawheel.settings import Settings
-from datawheel.simulate import Simulation, parse_population
+from datawheel.demo.simulate import Simulation, parse_population
 from datawheel.stages.comply import comply
 from datawheel.stages.train import train
 from datawheel.tasks.image import ImageClassification
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 TARGETS = ("(b) within 0.5 points of (c) after the last cycle; (b) - (a) >= 1.5 points; "
            "(e) - (d) >= 1 point, or (e) reaching (d)'s final accuracy with <= 60 % of the budget")
@@ -74,7 +75,7 @@ def accuracy_of(ws: Workspace, items: dict[str, str], seed: LabelledSet, golden:
     hashes = sorted(items)
     data = seed + LabelledSet([content[h] for h in hashes], [items[h] for h in hashes], hashes)
     model = train(ws.task, data, ws.labels, ws.config.model)
-    return Registry(ws).evaluate(model.module, model.model_name, golden)["accuracy"]
+    return evaluate(ws.task, model.module, model.model_name, golden, ws.labels)["accuracy"]
 
 
 def baselines(ws: Workspace, truth: dict[str, str]) -> tuple[float, float, int]:

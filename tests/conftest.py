@@ -9,9 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from datawheel.api.app import create_app
-from datawheel.demo import LABELS, DigitSplits, digit_splits, write_image_folder
+from datawheel.demo.run import LABELS, DigitSplits, digit_splits, write_image_folder
 from datawheel.settings import Settings
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 APP_KEY = "app-key-for-tests-0123456789"
 ADMIN_KEY = "admin-key-for-tests-0123456789"

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ADMIN, APP, make_client
-from datawheel.cli import app as cli
+from datawheel.cli.main import app as cli
 from datawheel.tasks.image import to_png_base64
 
 ANNOTATOR_KEY = "annotator-key-for-tests-0123456789"

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from conftest import ADMIN, APP, make_client
-from datawheel.store.queries import Store
+from datawheel.store.store import Store
 from datawheel.tasks.image import to_png_base64
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from conftest import ADMIN, APP
-from datawheel.registry import Registry
+from datawheel.models.registry import Registry
+from datawheel.stages.evaluate import evaluate
 from datawheel.stages.train import TrainedModel
 from datawheel.tasks.image import to_png_base64
 
@@ -11,8 +12,8 @@ from datawheel.tasks.image import to_png_base64
 def register(ws, module) -> int:
     registry = Registry(ws)
     info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
-    return registry.register(TrainedModel("mlp", module, info), registry.evaluate(module, "mlp", ws.golden()),
-                             dataset_id=None, parent=1, cycle_id=None)
+    return registry.register(TrainedModel("mlp", module, info), evaluate(ws.task, module, "mlp", ws.golden(), ws.labels),
+                             dataset_id=None, parent=1, cycle_id=None, seed_items=0)
 
 
 def users_split(client, n=400):

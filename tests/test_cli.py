@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from datawheel.cli import app
-from datawheel.demo import LABELS
+from datawheel.cli.main import app
+from datawheel.demo.run import LABELS
 
 runner = CliRunner()
 

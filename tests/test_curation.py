@@ -17,7 +17,7 @@ from datawheel.curation.aggregate import aggregate
 from datawheel.curation.label_issues import find_label_issues, out_of_fold_probs
 from datawheel.curation.near_dup import image_clusters, text_clusters
 from datawheel.curation.ranking import WEIGHTS, rank
-from datawheel.simulate import parse_population, population
+from datawheel.demo.simulate import parse_population, population
 from datawheel.stages.curate import CurateInput, curate
 from datawheel.tasks.image import ImageClassification, normalize
 from datawheel.tasks.text import TextClassification

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from datawheel.client import Client
-from datawheel.demo import LABELS, BackgroundServer, _free_port, _pool_inputs
+from datawheel.demo.run import LABELS, BackgroundServer, _free_port, _pool_inputs
 from datawheel.api.app import create_app
 from datawheel.settings import Settings
-from datawheel.simulate import Simulation
+from datawheel.demo.simulate import Simulation
 
 
 def snapshot_user_refs(ws) -> dict[str, set[str]]:

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import APP, make_client
-from datawheel.cli import app as cli
-from datawheel.onnx_export import OnnxModule, export, onnx_path
-from datawheel.registry import Registry
+from datawheel.cli.main import app as cli
+from datawheel.models.onnx_export import OnnxModule, export, onnx_path
+from datawheel.models.registry import Registry
 from datawheel.tasks.base import predict_proba
 from datawheel.tasks.image import to_png_base64
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import ADMIN, APP, make_client
-from datawheel.demo import LABELS
+from datawheel.demo.run import LABELS
 from datawheel.tasks.image import to_png_base64
-from datawheel.workspace import init_workspace
+from datawheel.wheel.init import init_workspace
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 

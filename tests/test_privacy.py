@@ -13,12 +13,13 @@ from sqlalchemy import text, update
 from typer.testing import CliRunner
 
 from conftest import ADMIN, APP, make_client
-from datawheel.cli import app as cli
+from datawheel.cli.main import app as cli
 from datawheel.errors import ConfigError
 from datawheel.privacy.policy import load_policy
 from datawheel.store import tables
 from datawheel.store.db import utcnow, write
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 LABELS = ("pos", "neg")
 POS = ["great", "excellent", "love it", "wonderful", "好", "喜欢", "非常好", "满意"]
@@ -129,13 +130,13 @@ def test_pseudonyms_are_stable_and_keyed(text_ws):
     """Pseudonymize maps one value to one token in a workspace, and a different workspace key to another."""
     write_policy(text_ws, 'default = "pseudonymize"\n')
     ws = Workspace.open(text_ws.root)
-    gate = ws.gatekeeper()
-    a = gate.clean_text(f"write {EMAIL} now", "t")
-    b = gate.clean_text(f"or {EMAIL} later", "t")
+    screen = ws.screen()
+    a = screen.clean_text(f"write {EMAIL} now", "t")
+    b = screen.clean_text(f"or {EMAIL} later", "t")
     token = a.split()[1]
     assert token.startswith("<EMAIL:") and token in b and EMAIL not in a
-    assert gate.clean_text(a, "t") == a  # idempotent
-    other = type(gate)(ws.policy, "another-key")
+    assert screen.clean_text(a, "t") == a  # idempotent
+    other = type(screen)(ws.policy, "another-key")
     assert other.clean_text(f"write {EMAIL} now", "t") != a
     ws.store.close()
 

@@ -83,7 +83,7 @@ def test_the_python_client_covers_shadow_and_annotation_routes(ws, splits):
     """A product's operator and annotation tools can drive both features through datawheel.Client over HTTP."""
     from datawheel.api.app import create_app
     from datawheel.client import Client, ClientError
-    from datawheel.demo import BackgroundServer, _free_port
+    from datawheel.demo.run import BackgroundServer, _free_port
     from datawheel.settings import Settings
 
     annotator_key = "annotator-key-for-client-test-0123"

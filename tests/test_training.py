@@ -11,14 +11,23 @@ import torch
 
 from datawheel.artifacts import LabelledSet
 from datawheel.config import ModelSection
-from datawheel.demo import LABELS, DigitSplits
+from datawheel.demo.run import LABELS, DigitSplits
 from datawheel.errors import CycleError
-from datawheel.registry import Registry
+from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages.train import MIN_VALIDATION, TrainedModel, calibrated, train, validation_mask
+from datawheel.stages.evaluate import evaluate
 from datawheel.tasks.image import ImageClassification, normalize
+from datawheel.wheel import cycle
 from datawheel.workspace import Workspace
 
 TASK = ImageClassification()
+
+
+def challenge(ws: Workspace, champion: LoadedModel, data: LabelledSet, dataset_id: str, cycle_id: str,
+              **options: object) -> dict:
+    """The cycle's train -> evaluate -> gate -> register -> release, against a given champion."""
+    inputs = cycle.Inputs(ws.seed(), ws.golden(), champion)
+    return cycle.challenge(ws, Registry(ws), cycle_id, inputs, data, dataset_id, **options)
 
 
 def as_set(pairs: list[tuple[np.ndarray, str]], noise: float = 0.0, seed: int = 0) -> LabelledSet:
@@ -138,13 +147,13 @@ def test_warm_start_begins_from_the_champion_and_says_so(ws: Workspace, splits: 
     registry = Registry(ws)
     champion = registry.load(registry.champion_version())
     data = ws.seed() + as_set(splits.pool[:200])
-    out = registry.challenge(data, dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+    out = challenge(ws, champion, data, "d1", "c1", warm_start=True)
     info = ws.store.get_model(out["candidate_version"])["train_info"]
     assert info["warm_start"] is True and info["warm_start_from"] == champion.version
-    cold = registry.challenge(data, dataset_id="d1", cycle_id="c2", champion=champion, warm_start=False)
+    cold = challenge(ws, champion, data, "d1", "c2", warm_start=False)
     assert ws.store.get_model(cold["candidate_version"])["train_info"]["warm_start"] is False
     # A replacement for an erased user's data never starts from the weights that hold it.
-    forced = registry.challenge(data, dataset_id="d2", cycle_id="c3", champion=champion, warm_start=True,
+    forced = challenge(ws, champion, data, "d2", "c3", warm_start=True,
                                 replacing="the champion was trained on an erased user's data")
     assert ws.store.get_model(forced["candidate_version"])["train_info"]["warm_start"] is False
 
@@ -154,7 +163,7 @@ def test_warm_start_refuses_a_champion_of_another_architecture(ws: Workspace, sp
     champion = registry.load(registry.champion_version())
     ws.config = ws.config.model_copy(update={"model": ws.config.model.model_copy(update={"name": "cnn"})})
     with pytest.raises(CycleError, match="cannot warm-start"):
-        registry.challenge(ws.seed(), dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+        challenge(ws, champion, ws.seed(), "d1", "c1", warm_start=True)
 
 
 
@@ -162,8 +171,8 @@ def test_the_registry_serves_a_model_with_its_fitted_temperature(ws: Workspace):
     registry = Registry(ws)
     net = TASK.build_model("mlp", len(LABELS))
     version = registry.register(TrainedModel("mlp", net, {"examples": 1}, temperature=2.0),
-                                registry.evaluate(net, "mlp", ws.golden()), dataset_id=None, parent=None,
-                                cycle_id=None)
+                                evaluate(TASK, net, "mlp", ws.golden(), LABELS), dataset_id=None, parent=None,
+                                cycle_id=None, seed_items=0)
     loaded = registry.load(version)
     x = TASK.featurize([TASK.decode(b) for b in ws.golden().inputs[:5]])
     with torch.no_grad():
@@ -177,14 +186,14 @@ def test_no_warm_start_from_a_champion_an_erasure_names(ws: Workspace, splits: D
     registry = Registry(ws)
     champion = registry.load(registry.champion_version())
     data = ws.seed() + as_set(splits.pool[:200])
-    warm = registry.challenge(data, dataset_id="d1", cycle_id="c1", champion=champion, warm_start=True)
+    warm = challenge(ws, champion, data, "d1", "c1", warm_start=True)
     assert ws.store.get_model(warm["candidate_version"])["train_info"]["warm_start_from"] == champion.version
     with ws.store.engine.begin() as conn:
         from datawheel.store import tables as t
 
         conn.execute(t.erasures.insert().values(id="e1", user_ref="r", records_deleted=1, feedback_deleted=0,
                                                 model_versions=[champion.version], at=datetime.now(timezone.utc)))
-    again = registry.challenge(data, dataset_id="d2", cycle_id="c2", champion=champion, warm_start=True)
+    again = challenge(ws, champion, data, "d2", "c2", warm_start=True)
     info = ws.store.get_model(again["candidate_version"])["train_info"]
     assert info["warm_start"] is False and "erased" in info["warm_start_refused"]
     with ws.store.engine.connect() as conn:
@@ -197,6 +206,5 @@ def test_a_cycle_drops_checkpoints_of_other_data(ws: Workspace, splits: DigitSpl
     stale = ws.checkpoint_path("old-snapshot")
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"a run that can never resume")
-    registry.challenge(ws.seed(), dataset_id="d1", cycle_id="c1",
-                       champion=registry.load(registry.champion_version()))
+    challenge(ws, registry.load(registry.champion_version()), ws.seed(), "d1", "c1")
     assert not stale.exists() and not ws.checkpoint_path("d1").exists()

@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from datawheel.config import load_config
-from datawheel.demo import LABELS
+from datawheel.demo.run import LABELS
 from datawheel.errors import ConfigError, ImportDataError, WorkspaceError
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 TEXT_LABELS = ("pos", "neg")
 POS = ["great product", "I love it", "excellent service", "非常好", "喜欢这个", "wonderful day", "so good", "好极了"]

@@ -7,7 +7,7 @@ The names below are the public API (pinned by ``tests/test_public_api.py``).
 from datawheel.api.app import create_app
 from datawheel.client import Client, ClientError
 from datawheel.config import WorkspaceConfig, load_config
-from datawheel.cycle import run_cycle
+from datawheel.wheel.cycle import run_cycle
 from datawheel.errors import (
     Conflict,
     ConfigError,
@@ -19,8 +19,9 @@ from datawheel.errors import (
     WorkspaceError,
 )
 from datawheel.settings import Settings
-from datawheel.simulate import Profile, Simulation, default_population
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.demo.simulate import Profile, Simulation, default_population
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 __version__ = "0.1.0"
 

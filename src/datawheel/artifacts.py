@@ -20,6 +20,9 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+#: a training progress callback: (epoch, epochs, that epoch's stats)
+Progress = Callable[[int, int, dict], None]
+
 
 def fingerprint(stage: str, inputs: list[str], config: Any) -> str:
     payload = json.dumps({"stage": stage, "inputs": inputs, "config": config}, sort_keys=True, default=str)

@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
                   clean: Callable[[Any, str], Any] | None = None) -> LabelledSet:
-    """Read a labelled set; ``clean(item, where)`` (the privacy gate) sees every item before it is kept."""
+    """Read a labelled set; ``clean(item, where)`` (the privacy screen) sees every item before it is kept."""
     path = Path(path)
     if not path.exists():
         raise ImportDataError(f"{path}: no such file or directory")
@@ -82,7 +82,7 @@ def _slice_meta(row: dict[str, Any], where: str) -> dict[str, str]:
         if value is None or value == "":
             continue
         if not key or not isinstance(value, (str, int, float, bool)):
-            # named by position: a key is the team's data and may hold what the privacy gate would redact
+            # named by position: a key is the team's data and may hold what the privacy screen would redact
             raise ImportDataError(f"{where}: metadata entry {n + 1} must have a name and a string, number or "
                                   "boolean value")
         out[key] = str(value)

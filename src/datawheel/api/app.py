@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datawheel.api.routes import admin, annotation, health, predict, records, users
 from datawheel.api.telemetry import Telemetry
 from datawheel.errors import DatawheelError
-from datawheel.scheduler import CycleRunner
-from datawheel.serving import ModelServer
+from datawheel.wheel.runner import CycleRunner
+from datawheel.models.serving import ModelServer
 from datawheel.settings import Settings
 from datawheel.workspace import Workspace
 
@@ -86,7 +86,7 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     app.state.server = server
     app.state.runner = CycleRunner(ws, server, subprocess=settings.cycle_in_subprocess, auto_every=auto_every,
                                    on_finish=on_finish)
-    app.state.gate = ws.gatekeeper(on_finding=lambda kind, action: telemetry.pii.labels(kind, action).inc())
+    app.state.screen = ws.screen(on_finding=lambda kind, action: telemetry.pii.labels(kind, action).inc())
     ws.record_policy(actor="server")
     app.state.keys = {"app": settings.app_key or ws.secrets.app_key,
                       "admin": settings.admin_key or ws.secrets.admin_key,

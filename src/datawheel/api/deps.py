@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from datawheel.privacy.gate import Gatekeeper
-from datawheel.scheduler import CycleRunner
-from datawheel.serving import ModelServer
+from datawheel.privacy.screen import Screen
+from datawheel.wheel.runner import CycleRunner
+from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
 _bearer = HTTPBearer(auto_error=False)
@@ -69,8 +69,8 @@ def _runner(request: Request) -> CycleRunner:
     return request.app.state.runner
 
 
-def _gate(request: Request) -> Gatekeeper:
-    return request.app.state.gate
+def _screen(request: Request) -> Screen:
+    return request.app.state.screen
 
 
 AppKey = Annotated[str, Depends(app_role)]
@@ -79,4 +79,4 @@ AnnotatorKey = Annotated[str, Depends(annotator_role)]
 WorkspaceDep = Annotated[Workspace, Depends(_ws)]
 ServerDep = Annotated[ModelServer, Depends(_server)]
 RunnerDep = Annotated[CycleRunner, Depends(_runner)]
-GateDep = Annotated[Gatekeeper, Depends(_gate)]
+ScreenDep = Annotated[Screen, Depends(_screen)]

@@ -55,6 +55,30 @@ def build(*, snapshot_id: str, created_at: str, cycle_id: str, task: str, labels
     }
 
 
+def derive(source: dict | None, *, snapshot_id: str, created_at: str, cycle_id: str, parquet_path: str,
+           sha256: str, per_label: dict[str, int], records: int, contributors: int, source_id: str,
+           removed_rows: int) -> dict:
+    """The datasheet of a snapshot made from another by removing one user's rows (a retrain-without).
+
+    Curation did not run again: its figures are the source's, and the lineage says what was removed.
+    """
+    items = sum(per_label.values())
+    base = source or build(snapshot_id=source_id, created_at=created_at, cycle_id=cycle_id, task="", labels=(),
+                           parquet_path="", sha256="", stats=_EMPTY_STATS, rejected_by_reason={}, records_in=0,
+                           records_kept=0, contributors=0, lineage={})
+    composition = {**base["composition"], "items": items, "records": records, "per_label": per_label,
+                   "contributors": contributors}
+    return {**base, "id": snapshot_id, "created_at": created_at, "cycle_id": cycle_id,
+            "file": {"path": parquet_path, "sha256": sha256, "rows": items}, "composition": composition,
+            "lineage": {"derived_from_snapshot": source_id, "rows_removed": removed_rows,
+                        "why": "retrain-without: the source minus the rows of one user named by keyed pseudonym"}}
+
+
+_EMPTY_STATS = {"items": 0, "per_label": {}, "per_source": {}, "annotated_items": 0, "duplicates_merged": 0,
+                "near_duplicates_merged": 0, "users": 0, "users_excluded": 0, "label_issues": 0,
+                "label_noise_estimate": None}
+
+
 def to_markdown(sheet: dict) -> str:
     comp, cur = sheet["composition"], sheet["curation"]
     lines = [

@@ -1,1 +1,1 @@
-"""Privacy: the PII detectors, the gate that applies the workspace policy, and the policy itself."""
+"""Privacy: the PII detectors, the screen that applies the workspace policy, and the policy itself."""

@@ -1,4 +1,4 @@
-"""PII detection for the compliance gate: every text field is scanned before it is stored.
+"""PII detection for the privacy screen: every text field is scanned before it is stored.
 
 The detectors are patterns plus validation, not a language model: they run on
 the request path of every write, so they must be cheap (regexes compiled once
@@ -323,7 +323,7 @@ class PresidioDetector:
     """Microsoft Presidio's analyzer (names, places, dates, ...) behind the same interface; findings keep
     Presidio's entity names (PERSON, LOCATION, EMAIL_ADDRESS, ...).
 
-    Presidio would download a spaCy model on first use; the gate never reaches out to the network, so it
+    Presidio would download a spaCy model on first use; the screen never reaches out to the network, so it
     uses an English pipeline that is already installed and refuses to start without one.
     """
 

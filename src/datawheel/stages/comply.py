@@ -1,4 +1,4 @@
-"""The compliance gate: only data a user agreed to give, and still agrees to, may train a model.
+"""The consent check: only data a user agreed to give, and still agrees to, may train a model.
 
 A record passes only if its user had training consent when it was made *and*
 still has it now, so withdrawing consent takes effect at the next cycle.

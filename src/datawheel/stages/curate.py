@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import Mapping
 
 import numpy as np
+import pyarrow as pa
 
 from datawheel.artifacts import LabelledRecord, LabelledSet, Snapshot, Verdict, Vote
 from datawheel.config import CurationSection
@@ -263,3 +264,9 @@ def _queue(clusters: list[_Cluster], probs: np.ndarray, item_votes: list[list[tu
         rep = clusters[open_[r.index]].representative
         out.append(QueueItem(rep.content_hash, rep.record_id, r.score, r.signals))
     return out
+
+
+def without_user(snapshot: pa.Table, user_ref: str) -> pa.Table:
+    """A snapshot's rows minus every row the user (named by keyed pseudonym) contributed to."""
+    keep = [user_ref not in refs for refs in snapshot.column("user_refs").to_pylist()]
+    return snapshot.filter(pa.array(keep, pa.bool_()))

@@ -21,13 +21,12 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from datawheel.artifacts import LabelledSet, atomic_write_bytes
+from datawheel.artifacts import Progress, LabelledSet, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
 from datawheel.tasks.base import Task, predict_logits
 
 #: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ..., "val_accuracy": ...})
-Progress = Callable[[int, int, dict], None]
 #: called after each epoch with (epoch, the model in eval mode); benchmarks score it on their test set
 AfterEpoch = Callable[[int, nn.Module], None]
 #: below this many validation items early stopping and calibration would chase noise, so they are skipped

@@ -94,10 +94,10 @@ class Task(ABC):
         ``cache``: reuse and keep derived features (training and evaluation do; serving never does).
         """
 
-    def forget(self, content_hashes: set[str]) -> None:
+    def drop_cached(self, content_hashes: set[str]) -> None:
         """Drop anything the task cached about these items (an erased user's inputs)."""
 
-    def retain(self, content_hashes: set[str]) -> int:
+    def keep_cached(self, content_hashes: set[str]) -> int:
         """Drop everything the task cached about items not in ``content_hashes``; return how many went."""
         return 0
 

@@ -35,7 +35,7 @@ _SPACE = re.compile(r"\s+")
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
 _TOKEN = re.compile(rf"[{_HAN}]|[^\W{_HAN}]+", re.UNICODE)
 _HAN_RUN = re.compile(rf"[{_HAN}]+")
-# What the privacy gate leaves in place of personal data: <EMAIL> or <EMAIL:pseudonym>
+# What the privacy screen leaves in place of personal data: <EMAIL> or <EMAIL:pseudonym>
 _PLACEHOLDER = re.compile(r"<[A-Z_]+(?::[a-z]+)?>")
 
 
@@ -76,11 +76,11 @@ class TextClassification(Task):
             self._cache = EmbeddingCache(path)
         return self._cache
 
-    def forget(self, content_hashes: set[str]) -> None:
+    def drop_cached(self, content_hashes: set[str]) -> None:
         for cache in self._caches():
             cache.forget(content_hashes)
 
-    def retain(self, content_hashes: set[str]) -> int:
+    def keep_cached(self, content_hashes: set[str]) -> int:
         return sum(cache.retain(content_hashes) for cache in self._caches())
 
     def _caches(self) -> list[EmbeddingCache]:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, status
 from datawheel.api.deps import AdminKey, RunnerDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import CycleIn, CycleStarted
 from datawheel.errors import NotFound
-from datawheel.registry import Registry
-from datawheel.serving import ModelServer
+from datawheel.models.registry import Registry
+from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/v1", tags=["admin"])

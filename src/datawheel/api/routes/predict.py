@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from datawheel.api.deps import AppKey, GateDep, ServerDep, WorkspaceDep
+from datawheel.api.deps import AppKey, ScreenDep, ServerDep, WorkspaceDep
 from datawheel.api.schemas import PredictIn, PredictOut
-from datawheel.serving import ModelServer
+from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -28,18 +28,18 @@ def _shadow(server: ModelServer, ws: Workspace, item: Any, record_id: str) -> No
 
 
 @router.post("/predict", response_model=PredictOut)
-def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, gate: GateDep,
+def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, screen: ScreenDep,
             request: Request) -> PredictOut:
     telemetry = request.app.state.telemetry
     started = time.perf_counter()
     # Redacted before the model sees it, so serving and training see the same text.
-    item = gate.clean_item(ws.task.parse(body.input), "input.text")
-    meta = gate.clean_meta(body.metadata)
+    item = screen.clean_item(ws.task.parse(body.input), "input.text")
+    meta = screen.clean_meta(body.metadata)
     version, label, scores = server.predict(item, body.user_id)
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
         consent=body.consent.scopes() if body.consent else None, predicted_label=label,
-        model_name="datawheel", model_version=str(version), meta=meta, require=gate.requirement("interaction"))
+        model_name="datawheel", model_version=str(version), meta=meta, require=screen.requirement("interaction"))
     _shadow(server, ws, item, record_id)
     telemetry.predictions.inc()
     telemetry.records.labels("interaction").inc()

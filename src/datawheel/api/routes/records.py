@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from datawheel.api.deps import AppKey, GateDep, RunnerDep, WorkspaceDep
+from datawheel.api.deps import AppKey, ScreenDep, RunnerDep, WorkspaceDep
 from datawheel.api.schemas import ContributionIn, Created, FeedbackIn, InteractionIn
 from datawheel.errors import InvalidInput
 
@@ -23,29 +23,29 @@ def check_label(label: str, labels: tuple[str, ...], field: str) -> str:
 
 
 @router.post("/interactions", response_model=Created, status_code=status.HTTP_201_CREATED)
-def log_interaction(body: InteractionIn, _: AppKey, ws: WorkspaceDep, gate: GateDep, request: Request) -> Created:
-    item = gate.clean_item(ws.task.parse(body.input), "input.text")
+def log_interaction(body: InteractionIn, _: AppKey, ws: WorkspaceDep, screen: ScreenDep, request: Request) -> Created:
+    item = screen.clean_item(ws.task.parse(body.input), "input.text")
     check_label(body.output_label, ws.labels, "output_label")
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
         consent=body.consent.scopes() if body.consent else None, predicted_label=body.output_label,
-        model_name=gate.clean_text(body.model_name, "model_name"),
-        model_version=gate.clean_text(body.model_version, "model_version"), meta=gate.clean_meta(body.metadata),
-        require=gate.requirement("interaction"))
+        model_name=screen.clean_text(body.model_name, "model_name"),
+        model_version=screen.clean_text(body.model_version, "model_version"), meta=screen.clean_meta(body.metadata),
+        require=screen.requirement("interaction"))
     request.app.state.telemetry.records.labels("interaction").inc()
     return Created(id=record_id)
 
 
 @router.post("/feedback", response_model=Created, status_code=status.HTTP_201_CREATED)
-def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, gate: GateDep,
+def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, screen: ScreenDep,
              request: Request) -> Created:
     if body.label is None and body.rating is None and body.comment is None:
         raise InvalidInput("give at least one of label, rating or comment", field="body")
     if body.label is not None:
         check_label(body.label, ws.labels, "label")
     feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
-                                        rating=body.rating, comment=gate.clean_optional(body.comment, "comment"),
-                                        require=gate.requirement("feedback"))
+                                        rating=body.rating, comment=screen.clean_optional(body.comment, "comment"),
+                                        require=screen.requirement("feedback"))
     kind = "correction" if body.label is not None else "rating" if body.rating is not None else "comment"
     request.app.state.telemetry.feedback.labels(kind).inc()
     if body.label is not None or body.rating == 1:
@@ -56,14 +56,14 @@ def feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, g
 
 
 @router.post("/contributions", response_model=Created, status_code=status.HTTP_201_CREATED)
-def contribute(body: ContributionIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, gate: GateDep,
+def contribute(body: ContributionIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, screen: ScreenDep,
                request: Request) -> Created:
-    item = gate.clean_item(ws.task.parse(body.input), "input.text")
+    item = screen.clean_item(ws.task.parse(body.input), "input.text")
     check_label(body.label, ws.labels, "label")
     record_id = ws.store.add_record(
         user_id=body.user_id, kind="contribution", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
-        consent=body.consent.scopes(), label=body.label, meta=gate.clean_meta(body.metadata),
-        require=gate.requirement("contribution"))
+        consent=body.consent.scopes(), label=body.label, meta=screen.clean_meta(body.metadata),
+        require=screen.requirement("contribution"))
     request.app.state.telemetry.records.labels("contribution").inc()
     runner.note_labelled()
     return Created(id=record_id)

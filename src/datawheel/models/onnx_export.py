@@ -15,7 +15,7 @@ import torch
 
 from datawheel.artifacts import atomic_write_bytes, sha256_file
 from datawheel.errors import ConfigError, WorkspaceError
-from datawheel.registry import LoadedModel, Registry
+from datawheel.models.registry import LoadedModel, Registry
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
 

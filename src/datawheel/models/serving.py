@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from scipy.stats import fisher_exact
 
-from datawheel.registry import LoadedModel, Registry
+from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages.release import TRIALS
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
@@ -49,7 +49,7 @@ class ModelServer:
 
     def _load(self, version: int) -> LoadedModel:
         if self.runtime == "onnx":
-            from datawheel.onnx_export import export, load_onnx, onnx_path
+            from datawheel.models.onnx_export import export, load_onnx, onnx_path
 
             if not onnx_path(self.ws, version).is_file():
                 export(self.ws, version)  # a new champion is exported (and checked) before it serves

@@ -24,11 +24,12 @@ from sklearn.datasets import load_digits
 
 from datawheel.api.app import create_app
 from datawheel.client import Client
-from datawheel.report import write_report
+from datawheel.demo.report import write_report
 from datawheel.settings import Settings
-from datawheel.simulate import Simulation
+from datawheel.demo.simulate import Simulation
 from datawheel.tasks.image import to_png_base64
-from datawheel.workspace import Workspace, init_workspace
+from datawheel.wheel.init import init_workspace
+from datawheel.workspace import Workspace
 
 LABELS = tuple(str(d) for d in range(10))
 

@@ -1,7 +1,7 @@
-"""The compliance gate at the door: personal data is found and replaced before anything is written.
+"""The privacy screen at the door: personal data is found and replaced before anything is written.
 
 Every free-text field on the online path (a text input, a feedback comment,
-metadata keys and values, a model name) passes through :class:`Gatekeeper`
+metadata keys and values, a model name) passes through :class:`Screen`
 before the store sees it. Per the workspace policy a finding is replaced by a
 typed placeholder (``<EMAIL>``), by a keyed pseudonym (``<EMAIL:kdjfhgpalemc>``:
 the same value always gives the same token, and the token cannot be reversed
@@ -22,7 +22,7 @@ from datawheel.privacy.policy import Policy
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 
-class Gatekeeper:
+class Screen:
     def __init__(self, policy: Policy, key: str, detectors: Sequence[Detector] | None = None,
                  on_finding: Callable[[str, str], None] | None = None) -> None:
         self.policy = policy

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markdown import Markdown
 from rich.table import Table
 
-from datawheel import cli_data
+from datawheel.cli import data as cli_data
 from datawheel.errors import DatawheelError
 
 app = typer.Typer(help="datawheel: turn a product's users into its model's advantage.", no_args_is_help=True,
@@ -52,7 +52,7 @@ def init(
     model: str = typer.Option("", help="model name (default: the task's default)"),
 ) -> None:
     """Create a workspace, import the seed and golden sets, train model v1 and make it champion."""
-    from datawheel.workspace import init_workspace
+    from datawheel.wheel.init import init_workspace
 
     try:
         with _progress() as progress:
@@ -99,7 +99,7 @@ def cycle(workspace: Path,
 
     A run killed mid-training resumes from its last finished epoch when the next cycle trains on the same data.
     """
-    from datawheel.cycle import run_cycle
+    from datawheel.wheel.cycle import run_cycle
     from datawheel.workspace import Workspace
 
     try:
@@ -115,7 +115,7 @@ def cycle(workspace: Path,
 @app.command()
 def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print this version's model card")) -> None:
     """List model versions with their golden-set metrics and aliases."""
-    from datawheel.model_card import card_path
+    from datawheel.models.card import card_path
     from datawheel.workspace import Workspace
 
     try:
@@ -146,8 +146,8 @@ def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print
 def export(workspace: Path, format: str = typer.Option("onnx", help="artifact format (onnx)"),
            version: Optional[int] = typer.Option(None, help="model version (default: the champion)")) -> None:
     """Export a model version as ONNX, checked against PyTorch on the golden set."""
-    from datawheel.onnx_export import export as export_onnx
-    from datawheel.registry import Registry
+    from datawheel.models.onnx_export import export as export_onnx
+    from datawheel.models.registry import Registry
     from datawheel.workspace import Workspace
 
     if format != "onnx":
@@ -164,7 +164,7 @@ def export(workspace: Path, format: str = typer.Option("onnx", help="artifact fo
 @app.command()
 def promote(workspace: Path, version: int) -> None:
     """Make VERSION the champion (the current one becomes `previous`)."""
-    from datawheel.registry import Registry
+    from datawheel.models.registry import Registry
     from datawheel.workspace import Workspace
 
     try:
@@ -177,7 +177,7 @@ def promote(workspace: Path, version: int) -> None:
 @app.command()
 def rollback(workspace: Path) -> None:
     """Swap `champion` and `previous`."""
-    from datawheel.registry import Registry
+    from datawheel.models.registry import Registry
     from datawheel.workspace import Workspace
 
     try:
@@ -203,7 +203,7 @@ def erase(workspace: Path, user_id: str) -> None:
 @app.command()
 def gc(workspace: Path) -> None:
     """Delete records and feedback older than the policy's retention periods."""
-    from datawheel.retention import collect_garbage
+    from datawheel.wheel.retention import collect_garbage
     from datawheel.workspace import Workspace
 
     try:
@@ -216,7 +216,7 @@ def gc(workspace: Path) -> None:
 @app.command("retrain-without")
 def retrain_without(workspace: Path, user: str = typer.Option(..., help="the user whose data must go")) -> None:
     """Train and gate a replacement for the champion from its snapshot minus USER's rows."""
-    from datawheel.cycle import run_cycle
+    from datawheel.wheel.cycle import run_cycle
     from datawheel.workspace import Workspace
 
     try:
@@ -272,7 +272,7 @@ def demo(
     users: int = typer.Option(40, min=4),
 ) -> None:
     """Turn the wheel on scikit-learn's handwritten digits with a simulated user population."""
-    from datawheel.demo import run_demo
+    from datawheel.demo.run import run_demo
 
     try:
         run_demo(workdir, cycles=cycles, interactions_per_cycle=interactions, users=users, console=console)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from datawheel.cycle import run_cycle, spawn_cycle
-from datawheel.serving import ModelServer
+from datawheel.wheel.cycle import run_cycle, spawn_cycle
+from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
 

@@ -1,0 +1,1 @@
+"""The demo on scikit-learn's digits and the simulated user populations it (and the tests) drive."""

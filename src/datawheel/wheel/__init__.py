@@ -1,0 +1,1 @@
+"""The wheel's orchestration: one turn (cycle), how turns are started (runner), init, retention."""

@@ -1,0 +1,92 @@
+"""Creating a workspace: import the team's seed and golden sets, train model v1, make it champion.
+
+Everything is built in a temporary sibling folder and renamed into place only
+when model v1 is champion, so a failed init leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from datawheel.artifacts import LabelledSet, Progress, write_parquet
+from datawheel.config import parse_config
+from datawheel.errors import WorkspaceError
+from datawheel.importers import load_labelled
+from datawheel.privacy.policy import POLICY_FILE, Policy
+from datawheel.privacy.screen import Screen
+from datawheel.store import tables
+from datawheel.store.store import Store
+from datawheel.tasks import get_task
+from datawheel.wheel.cycle import first_champion
+from datawheel.workspace import CONFIG_FILE, SECRETS_FILE, Secrets, Workspace
+
+
+def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed_data: Path, eval_data: Path,
+                   db_url: str = "", model_name: str = "", epochs: int | None = None,
+                   model_options: dict | None = None,
+                   progress: Progress | None = None) -> Workspace:
+    """``model_options``: further ``[model]`` settings written into the new config (e.g. ``augment``)."""
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
+    raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
+    model: dict = dict(model_options or {})
+    if model_name:
+        model["name"] = model_name
+    if epochs is not None:
+        model["epochs"] = epochs
+    if model:
+        raw["model"] = model
+    config = parse_config(raw, source="init options")
+    the_task = get_task(task)
+    if config.model.name and config.model.name not in the_task.models:
+        raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
+                             f"choose one of {', '.join(the_task.models)}")
+    secrets = Secrets.generate()
+    # The team's own files pass the same gate as users' data: nothing unredacted reaches the workspace.
+    screen = Screen(Policy(), secrets.pseudonym_key)
+    seed = load_labelled(Path(seed_data), the_task, config.workspace.labels, clean=screen.clean_item)
+    golden = load_labelled(Path(eval_data), the_task, config.workspace.labels, clean=screen.clean_item)
+    # Keep the golden set honest: an item in both sets stays only in the golden set.
+    golden_hashes = set(golden.hashes)
+    keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
+    if not keep:
+        raise WorkspaceError(f"{seed_data}: every seed example is also in the evaluation set")
+    seed = LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep], [seed.hashes[i] for i in keep])
+
+    staging = root.with_name(f".{root.name}.init-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    created_external_tables = False
+    store: Store | None = None
+    try:
+        (staging / "data").mkdir(parents=True)
+        write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
+        write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
+        (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+        (staging / POLICY_FILE).write_text(screen.policy.to_toml(), encoding="utf-8")
+        fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(secrets.__dict__, fh)
+        ws = Workspace(staging, config, secrets)
+        store = ws.store
+        if db_url:
+            with store.engine.connect() as conn:
+                if conn.dialect.has_table(conn, "models"):
+                    raise WorkspaceError("the database at --db already holds a datawheel workspace")
+            created_external_tables = True
+        tables.metadata.create_all(store.engine)
+        ws.record_policy(actor="init")
+        first_champion(ws, seed, golden, progress)
+        store.close()
+        staging.rename(root)
+    except BaseException:
+        if store is not None:
+            if created_external_tables:
+                tables.metadata.drop_all(store.engine)
+            store.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Workspace.open(root)
