@@ -29,6 +29,7 @@ from datawheel.stages.train import calibrated, train
 from datawheel.tasks.base import predict_proba
 from datawheel.tasks.text import TextClassification
 
+
 def rotten_tomatoes() -> tuple[list[str], list[str]]:
     import bz2
     import csv

@@ -33,15 +33,15 @@ import numpy as np
 from datawheel.api.app import create_app
 from datawheel.artifacts import LabelledSet
 from datawheel.client import Client
-from datawheel.wheel.cycle import run_cycle
 from datawheel.demo.run import LABELS, BackgroundServer, _free_port, _pool_inputs, digit_splits, write_image_folder
-from datawheel.importers import load_labelled
-from datawheel.stages.evaluate import evaluate
-from datawheel.settings import Settings
 from datawheel.demo.simulate import Simulation, parse_population
+from datawheel.importers import load_labelled
+from datawheel.settings import Settings
 from datawheel.stages.comply import comply
+from datawheel.stages.evaluate import evaluate
 from datawheel.stages.train import train
 from datawheel.tasks.image import ImageClassification
+from datawheel.wheel.cycle import run_cycle
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ from datawheel.stages.curate import CurateInput, curate
 from datawheel.tasks.image import ImageClassification, normalize
 from datawheel.tasks.text import TextClassification
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 IMAGE = ImageClassification()
 TEXT = TextClassification()
 DIGITS = load_digits()

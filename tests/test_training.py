@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -14,8 +14,8 @@ from datawheel.config import ModelSection
 from datawheel.demo.run import LABELS, DigitSplits
 from datawheel.errors import CycleError
 from datawheel.models.registry import LoadedModel, Registry
-from datawheel.stages.train import MIN_VALIDATION, TrainedModel, calibrated, train, validation_mask
 from datawheel.stages.evaluate import evaluate
+from datawheel.stages.train import MIN_VALIDATION, TrainedModel, calibrated, train, validation_mask
 from datawheel.tasks.image import ImageClassification, normalize
 from datawheel.wheel import cycle
 from datawheel.workspace import Workspace
@@ -192,7 +192,7 @@ def test_no_warm_start_from_a_champion_an_erasure_names(ws: Workspace, splits: D
         from datawheel.store import tables as t
 
         conn.execute(t.erasures.insert().values(id="e1", user_ref="r", records_deleted=1, feedback_deleted=0,
-                                                model_versions=[champion.version], at=datetime.now(timezone.utc)))
+                                                model_versions=[champion.version], at=datetime.now(UTC)))
     again = challenge(ws, champion, data, "d2", "c2", warm_start=True)
     info = ws.store.get_model(again["candidate_version"])["train_info"]
     assert info["warm_start"] is False and "erased" in info["warm_start_refused"]

@@ -7,10 +7,10 @@ The names below are the public API (pinned by ``tests/test_public_api.py``).
 from datawheel.api.app import create_app
 from datawheel.client import Client, ClientError
 from datawheel.config import WorkspaceConfig, load_config
-from datawheel.wheel.cycle import run_cycle
+from datawheel.demo.simulate import Profile, Simulation, default_population
 from datawheel.errors import (
-    Conflict,
     ConfigError,
+    Conflict,
     CycleError,
     DatawheelError,
     ImportDataError,
@@ -19,7 +19,7 @@ from datawheel.errors import (
     WorkspaceError,
 )
 from datawheel.settings import Settings
-from datawheel.demo.simulate import Profile, Simulation, default_population
+from datawheel.wheel.cycle import run_cycle
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
 

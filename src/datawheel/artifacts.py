@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,18 +82,18 @@ class LabelledSet:
         return pa.table(columns)
 
     @classmethod
-    def from_arrow(cls, table: pa.Table) -> "LabelledSet":
+    def from_arrow(cls, table: pa.Table) -> LabelledSet:
         meta = ([json.loads(m) for m in table.column("metadata").to_pylist()]
                 if "metadata" in table.column_names else None)
         return cls(table.column("input").to_pylist(), table.column("label").to_pylist(),
                    table.column("content_hash").to_pylist(), meta)
 
     @classmethod
-    def read(cls, path: Path) -> "LabelledSet":
+    def read(cls, path: Path) -> LabelledSet:
         wanted = ["input", "label", "content_hash", "metadata"]
         return cls.from_arrow(pq.read_table(path, columns=[c for c in wanted if c in pq.read_schema(path).names]))
 
-    def __add__(self, other: "LabelledSet") -> "LabelledSet":
+    def __add__(self, other: LabelledSet) -> LabelledSet:
         """Training sets are concatenated; slices matter only on the golden set, so they are not carried."""
         return LabelledSet(self.inputs + other.inputs, self.labels + other.labels, self.hashes + other.hashes)
 

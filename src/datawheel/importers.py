@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import csv
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 

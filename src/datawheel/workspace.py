@@ -21,20 +21,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets as pysecrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 from datawheel.artifacts import LabelledSet
-from datawheel.config import WorkspaceConfig, load_config, parse_config
+from datawheel.config import WorkspaceConfig, load_config
 from datawheel.errors import WorkspaceError
+from datawheel.privacy.policy import Policy, load_policy
 from datawheel.privacy.screen import Screen
-from datawheel.privacy.policy import POLICY_FILE, Policy, load_policy
-from datawheel.store import tables
 from datawheel.store.store import Store
 from datawheel.tasks import get_task
 from datawheel.tasks.base import Task
@@ -52,7 +50,7 @@ class Secrets:
     annotator_key: str = ""
 
     @classmethod
-    def generate(cls) -> "Secrets":
+    def generate(cls) -> Secrets:
         return cls(pysecrets.token_urlsafe(32), pysecrets.token_urlsafe(32), pysecrets.token_hex(32),
                    pysecrets.token_urlsafe(32))
 
@@ -64,7 +62,7 @@ class Workspace:
         self.secrets = secrets
 
     @classmethod
-    def open(cls, root: Path | str) -> "Workspace":
+    def open(cls, root: Path | str) -> Workspace:
         root = Path(root)
         if not (root / CONFIG_FILE).is_file():
             raise WorkspaceError(f"{root}: not a datawheel workspace (no {CONFIG_FILE}); "

@@ -19,9 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datawheel.api.routes import admin, annotation, health, predict, records, users
 from datawheel.api.telemetry import Telemetry
 from datawheel.errors import DatawheelError
-from datawheel.wheel.runner import CycleRunner
 from datawheel.models.serving import ModelServer
 from datawheel.settings import Settings
+from datawheel.wheel.runner import CycleRunner
 from datawheel.workspace import Workspace
 
 

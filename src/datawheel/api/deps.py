@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from datawheel.models.serving import ModelServer
 from datawheel.privacy.screen import Screen
 from datawheel.wheel.runner import CycleRunner
-from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
 _bearer = HTTPBearer(auto_error=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -27,11 +27,11 @@ class _Body(BaseModel):
 class Consent(_Body):
     """Consent per scope; a scope left out is left as it is."""
 
-    training: Optional[StrictBool] = None
-    analytics: Optional[StrictBool] = None
+    training: StrictBool | None = None
+    analytics: StrictBool | None = None
 
     @model_validator(mode="after")
-    def _some_scope(self) -> "Consent":
+    def _some_scope(self) -> Consent:
         if self.training is None and self.analytics is None:
             raise ValueError("give at least one scope: training or analytics")
         return self
@@ -41,11 +41,11 @@ class Consent(_Body):
 
 
 class _WithMetadata(_Body):
-    metadata: Optional[dict[StrictStr, MetaValue]] = None
+    metadata: dict[StrictStr, MetaValue] | None = None
 
     @field_validator("metadata")
     @classmethod
-    def _small(cls, meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    def _small(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
         if meta is None:
             return meta
         if len(meta) > 32:
@@ -59,7 +59,7 @@ class _WithMetadata(_Body):
 class PredictIn(_WithMetadata):
     user_id: StrictStr = UserId
     input: dict[StrictStr, Any]
-    consent: Optional[Consent] = None
+    consent: Consent | None = None
 
 
 class PredictOut(BaseModel):
@@ -75,15 +75,15 @@ class InteractionIn(_WithMetadata):
     output_label: StrictStr
     model_name: StrictStr = Field(min_length=1, max_length=256)
     model_version: StrictStr = Field(min_length=1, max_length=64)
-    consent: Optional[Consent] = None
+    consent: Consent | None = None
 
 
 class FeedbackIn(_Body):
     interaction_id: StrictStr = Field(min_length=1, max_length=64)
     user_id: StrictStr = UserId
-    label: Optional[StrictStr] = None
-    rating: Optional[Literal[-1, 1]] = None
-    comment: Optional[StrictStr] = Field(None, max_length=2000)
+    label: StrictStr | None = None
+    rating: Literal[-1, 1] | None = None
+    comment: StrictStr | None = Field(None, max_length=2000)
 
 
 class ContributionIn(_WithMetadata):
@@ -103,7 +103,7 @@ class Created(BaseModel):
 
 class CycleIn(_Body):
     #: start the candidate from the champion's weights (true) or from scratch (false); absent: the config's
-    warm_start: Optional[bool] = None
+    warm_start: bool | None = None
 
 
 class CycleStarted(BaseModel):

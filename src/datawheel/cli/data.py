@@ -6,7 +6,6 @@ Registered on the main Typer app by ``cli.py``; kept apart so neither file grows
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -92,9 +91,9 @@ def _resolve(ws, prefix: str) -> dict:
 
 
 def datasets(workspace: Path,
-             show: Optional[str] = typer.Option(None, help="print this snapshot's datasheet (id or prefix)"),
-             export: Optional[str] = typer.Option(None, help="export this snapshot (id or prefix) ..."),
-             to: Optional[Path] = typer.Option(None, help="... to this folder, as a Hugging Face datasets layout")
+             show: str | None = typer.Option(None, help="print this snapshot's datasheet (id or prefix)"),
+             export: str | None = typer.Option(None, help="export this snapshot (id or prefix) ..."),
+             to: Path | None = typer.Option(None, help="... to this folder, as a Hugging Face datasets layout")
              ) -> None:
     """List snapshots with their datasheets' numbers; show a datasheet; export one for `datasets`."""
     from datawheel.artifacts import LabelledSet

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markdown import Markdown
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datawheel.cli import data as cli_data
@@ -92,7 +91,7 @@ def serve(
 
 @app.command()
 def cycle(workspace: Path,
-          warm_start: Optional[bool] = typer.Option(None, "--warm-start/--from-scratch",
+          warm_start: bool | None = typer.Option(None, "--warm-start/--from-scratch",
                                                     help="start the candidate from the champion's weights, or "
                                                          "not (default: the config's model.warm_start)")) -> None:
     """Run one turn of the wheel now: comply, curate, train, evaluate, release.
@@ -113,7 +112,7 @@ def cycle(workspace: Path,
 
 
 @app.command()
-def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print this version's model card")) -> None:
+def models(workspace: Path, card: int | None = typer.Option(None, help="print this version's model card")) -> None:
     """List model versions with their golden-set metrics and aliases."""
     from datawheel.models.card import card_path
     from datawheel.workspace import Workspace
@@ -144,7 +143,7 @@ def models(workspace: Path, card: Optional[int] = typer.Option(None, help="print
 
 @app.command()
 def export(workspace: Path, format: str = typer.Option("onnx", help="artifact format (onnx)"),
-           version: Optional[int] = typer.Option(None, help="model version (default: the champion)")) -> None:
+           version: int | None = typer.Option(None, help="model version (default: the champion)")) -> None:
     """Export a model version as ONNX, checked against PyTorch on the golden set."""
     from datawheel.models.onnx_export import export as export_onnx
     from datawheel.models.registry import Registry
@@ -266,7 +265,7 @@ def audit_show(workspace: Path, last: int = typer.Option(20, min=1)) -> None:
 
 @app.command()
 def demo(
-    workdir: Optional[Path] = typer.Option(None, help="keep the demo workspace here instead of a temp folder"),
+    workdir: Path | None = typer.Option(None, help="keep the demo workspace here instead of a temp folder"),
     cycles: int = typer.Option(5, min=1),
     interactions: int = typer.Option(300, min=1, help="product uses per cycle"),
     users: int = typer.Option(40, min=4),

@@ -10,7 +10,7 @@ one representative.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import imagehash
 import numpy as np

@@ -25,8 +25,8 @@ from sklearn.datasets import load_digits
 from datawheel.api.app import create_app
 from datawheel.client import Client
 from datawheel.demo.report import write_report
-from datawheel.settings import Settings
 from datawheel.demo.simulate import Simulation
+from datawheel.settings import Settings
 from datawheel.tasks.image import to_png_base64
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
@@ -71,7 +71,7 @@ class BackgroundServer:
                                                     access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

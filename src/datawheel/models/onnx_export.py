@@ -35,7 +35,7 @@ class OnnxModule:
         self.session = _runtime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
-    def eval(self) -> "OnnxModule":
+    def eval(self) -> OnnxModule:
         return self
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ def _compare(loaded: LoadedModel, onnx: OnnxModule, features: torch.Tensor) -> d
     expected = predict_proba(loaded.module, features).numpy()
     got = predict_proba(onnx, features).numpy()
     same = expected.argmax(1) == got.argmax(1)
-    return {"items": int(len(same)), "agreement": float(same.mean()) if len(same) else 1.0,
+    return {"items": len(same), "agreement": float(same.mean()) if len(same) else 1.0,
             "disagreements": int((~same).sum()), "max_abs_prob_diff": float(np.abs(expected - got).max(initial=0))}
 
 

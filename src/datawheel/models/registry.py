@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from datawheel.models import card as model_card
 from datawheel.artifacts import atomic_write_bytes, sha256_file
 from datawheel.errors import WorkspaceError
+from datawheel.models import card as model_card
 from datawheel.stages import release
 from datawheel.stages.train import TrainedModel, calibrated
 from datawheel.workspace import Workspace

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from datawheel.errors import ConsentRequired, PolicyRejected
 from datawheel.privacy.detectors import DEFAULT_DETECTORS, Detector, PresidioDetector, detect

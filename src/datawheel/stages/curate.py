@@ -23,9 +23,9 @@ careless, a few are wrong on purpose, the same item arrives many times. In order
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from datawheel.artifacts import Progress, LabelledSet, atomic_write_bytes
+from datawheel.artifacts import LabelledSet, Progress, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
 from datawheel.tasks.base import Task, predict_logits

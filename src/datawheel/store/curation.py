@@ -9,7 +9,8 @@ tied to content users sent; erasure and retention remove them with it
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 

@@ -8,8 +8,9 @@ audit chain, where the user appears only as a keyed pseudonym.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 

@@ -9,16 +9,16 @@ any ``postgresql://`` URL.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from datawheel.store import tables as t
 from datawheel.store.curation import CurationQueries
 from datawheel.store.db import make_engine
+from datawheel.store.live import LiveQueries
 from datawheel.store.people import PeopleQueries
 from datawheel.store.runs import RunQueries
-from datawheel.store.live import LiveQueries
 
 
 def _unkeyed_ref(user_id: str) -> str:
@@ -32,7 +32,7 @@ class Store(PeopleQueries, RunQueries, CurationQueries, LiveQueries):
         self.user_ref = user_ref
 
     @classmethod
-    def open(cls, url: str, user_ref: Callable[[str], str] = _unkeyed_ref, create: bool = False) -> "Store":
+    def open(cls, url: str, user_ref: Callable[[str], str] = _unkeyed_ref, create: bool = False) -> Store:
         store = cls(make_engine(url), user_ref)
         if create or store._upgradable():
             t.metadata.create_all(store.engine)  # checkfirst: existing tables are left alone

@@ -25,8 +25,15 @@ from torch import nn
 from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
 from datawheel.tasks.base import Task
-from datawheel.tasks.text_encoders import (EmbeddingCache, EmbeddingHead, FineTunedEncoder, dimension, embed,
-                                           encoder_id, token_ids)
+from datawheel.tasks.text_encoders import (
+    EmbeddingCache,
+    EmbeddingHead,
+    FineTunedEncoder,
+    dimension,
+    embed,
+    encoder_id,
+    token_ids,
+)
 
 MAX_CHARS = 10_000
 MAX_FEATURES = 512

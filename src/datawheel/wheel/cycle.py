@@ -27,7 +27,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datawheel.artifacts import LabelledRecord, LabelledSet, Progress, Snapshot, Verdict, Vote, fingerprint, write_parquet
+from datawheel.artifacts import (
+    LabelledRecord,
+    LabelledSet,
+    Progress,
+    Snapshot,
+    Verdict,
+    Vote,
+    fingerprint,
+    write_parquet,
+)
 from datawheel.curation import datasheet
 from datawheel.errors import CycleError
 from datawheel.models.registry import LoadedModel, Registry

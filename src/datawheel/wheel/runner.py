@@ -8,10 +8,10 @@ champion alias at once, so a promotion is live on the next request.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from datawheel.wheel.cycle import run_cycle, spawn_cycle
 from datawheel.models.serving import ModelServer
+from datawheel.wheel.cycle import run_cycle, spawn_cycle
 from datawheel.workspace import Workspace
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, status
 
@@ -29,7 +29,7 @@ def cycle_json(row: dict) -> dict:
 
 
 @router.post("/cycles", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED)
-def start_cycle(_: AdminKey, runner: RunnerDep, body: Optional[CycleIn] = None) -> CycleStarted:
+def start_cycle(_: AdminKey, runner: RunnerDep, body: CycleIn | None = None) -> CycleStarted:
     params = {} if body is None or body.warm_start is None else {"warm_start": body.warm_start}
     return CycleStarted(cycle_id=runner.start("api", params), status="running")
 
@@ -102,7 +102,7 @@ def stop_shadow(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> dict:
 
 
 @router.get("/shadow")
-def shadow_report(_: AdminKey, ws: WorkspaceDep, version: Optional[int] = None) -> dict:
+def shadow_report(_: AdminKey, ws: WorkspaceDep, version: int | None = None) -> dict:
     """Agreement with the champion and, where users gave feedback, both models' accuracy."""
     if version is None:
         version = ws.store.aliases().get("shadow")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from datawheel.api.deps import AppKey, ScreenDep, RunnerDep, WorkspaceDep
+from datawheel.api.deps import AppKey, RunnerDep, ScreenDep, WorkspaceDep
 from datawheel.api.schemas import ContributionIn, Created, FeedbackIn, InteractionIn
 from datawheel.errors import InvalidInput
 
