@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/datawheel demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -81,7 +81,8 @@ NEGATIVE = [
     "The total is {price}, paid on {date}.", "Order {order} shipped on {date} from {city}.",
     "订单号{order}，金额{price_cn}，{date}发货。", "Upgrade to version {version} before {date}.",
     "ISBN {isbn}, {pages} pages, {price}.", "Logged at {ts} (unix), batch {n}.",
-    "Serial number {ordinary}, quantity {qty}.", "商品编号{ordinary}，库存{qty}件", "Meeting at {clock} in room {room}.",
+    "Serial number {ordinary}, quantity {qty}.", "商品编号{ordinary}，库存{qty}件",
+    "Meeting at {clock} in room {room}.",
     "Tracking {tracking}, weight 2.5 kg, {date}.", "Invoice {invoice} for {company}, due {date}.",
     "The card ending in {last4} expires 09/27.", "Build {sha} passed in {secs}s.", "Request id {uuid}",
     "Read https://{domain}/docs/page?id={qty}&lang=en for details.", "See {plainurl} for the schedule.",
@@ -191,9 +192,11 @@ class Corpus:
         return f"{base}/{self.en.uri_path()}?{extra}{param}={value}"
 
     def secret(self) -> str:
-        rnd = lambda n, alphabet=B62: "".join(self.rng.choice(alphabet) for _ in range(n))
+        def rnd(n, alphabet=B62):
+            return "".join(self.rng.choice(alphabet) for _ in range(n))
         up = string.ascii_uppercase + string.digits
-        b64url = lambda obj: base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+        def b64url(obj):
+            return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
         makers: list[Callable[[], str]] = [
             lambda: self.rng.choice(["AKIA", "ASIA"]) + rnd(16, up),
             lambda: f"gh{self.rng.choice('pousr')}_" + rnd(36),
@@ -224,7 +227,7 @@ class Corpus:
             joint = self.rng.choice([" ", "\n", "；", " and also: "])
             shift = len(a) + len(joint)
             return a + joint + b, sa + [(t, s + shift, e + shift) for t, s, e in sb]
-        kind = self.rng.choice(TYPES + ("ASSIGN",))
+        kind = self.rng.choice((*TYPES, "ASSIGN"))
         zh = self.rng.random() < 0.4
         template = self.rng.choice((ZH if zh else EN)[kind])
         makers = {"EMAIL": self.email, "PHONE": lambda: self.phone(zh), "CN_ID": self.cn_id, "CARD": self.card,

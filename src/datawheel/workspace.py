@@ -12,8 +12,9 @@
       snapshots/          one immutable Parquet file per curated dataset
       models/             one artifact per model version
 
-``init`` builds everything in a temporary sibling folder and renames it into
-place only when model v1 is champion, so a failed init leaves nothing behind.
+A workspace is created by :func:`datawheel.wheel.init.init_workspace`; this
+module only opens one and names its parts, so it depends on nothing above the
+store, the tasks and the privacy policy.
 """
 
 from __future__ import annotations

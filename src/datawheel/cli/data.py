@@ -28,7 +28,7 @@ def _open(workspace: Path):
         return Workspace.open(workspace)
     except DatawheelError as exc:
         err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def blocks(pixels: np.ndarray) -> str:

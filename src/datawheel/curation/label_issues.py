@@ -123,7 +123,7 @@ def find_label_issues(probs: np.ndarray, y: np.ndarray, k: int, candidates: np.n
     for i in range(k):
         members = np.flatnonzero((y == i) & allowed)
         for j in range(k):
-            m = int(round(calibrated[i, j]))
+            m = round(calibrated[i, j])
             if i == j or m == 0 or not len(members):
                 continue
             margin = probs[members, j] - probs[members, i]

@@ -59,7 +59,7 @@ def rank(probs: np.ndarray, label_votes: list[list[int]], flagged: np.ndarray, c
         "label_issue": flagged.astype(np.float64),
         "class_balance": class_balance(probs.argmax(axis=1), class_counts),
     }
-    score = sum(WEIGHTS[name] * values for name, values in signals.items())
+    score: np.ndarray = np.sum([WEIGHTS[name] * values for name, values in signals.items()], axis=0)
     order = np.argsort(-score, kind="stable")[:limit]
     return [Ranked(int(i), round(float(score[i]), 6), {n: round(float(v[i]), 6) for n, v in signals.items()})
             for i in order]

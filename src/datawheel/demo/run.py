@@ -21,6 +21,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
+from starlette.types import ASGIApp
 
 from datawheel.api.app import create_app
 from datawheel.client import Client
@@ -66,7 +67,7 @@ def _free_port() -> int:
 class BackgroundServer:
     """uvicorn in a thread: real HTTP on loopback, stopped cleanly at the end."""
 
-    def __init__(self, app: object, port: int) -> None:
+    def __init__(self, app: ASGIApp, port: int) -> None:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                     access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -103,7 +104,7 @@ def run_demo(workdir: Path | None = None, cycles: int = 5, interactions_per_cycl
              epochs: int = 30, console: Console | None = None, seed: int = 0) -> list[dict]:
     console = console or Console()
     tmp = tempfile.TemporaryDirectory(prefix="datawheel-demo-") if workdir is None else None
-    base = Path(tmp.name) if tmp else Path(workdir)
+    base = Path(tmp.name) if tmp is not None else Path(workdir or ".")
     try:
         return _run(base, cycles, interactions_per_cycle, users, epochs, console, seed)
     finally:

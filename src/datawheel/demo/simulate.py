@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from datawheel.client import Client, ClientError
 
@@ -32,12 +33,12 @@ class Profile:
 
 
 #: how each kind of user behaves; a population only chooses their shares
-KINDS = {
-    "honest": dict(error_rate=0.02),
-    "careless": dict(error_rate=0.30),
-    "spammer": dict(error_rate=1.0),
-    "adversarial": dict(adversarial=True),
-    "nonconsenting": dict(error_rate=0.02, consent=False),
+KINDS: dict[str, dict[str, Any]] = {
+    "honest": {"error_rate": 0.02},
+    "careless": {"error_rate": 0.30},
+    "spammer": {"error_rate": 1.0},
+    "adversarial": {"adversarial": True},
+    "nonconsenting": {"error_rate": 0.02, "consent": False},
 }
 
 

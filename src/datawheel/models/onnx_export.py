@@ -56,6 +56,8 @@ def export(ws: Workspace, version: int) -> dict:
     dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims(loaded.model_name)}
     program = torch.onnx.export(loaded.module, (features[:2],), dynamic_shapes=(dims,), input_names=["features"],
                                 output_names=["logits"], dynamo=True, verbose=False)
+    if program is None:  # torch returns None only for the legacy exporter, which dynamo=True never uses
+        raise WorkspaceError(f"model v{version}: torch.onnx.export produced no program")
     path = onnx_path(ws, version)
     tmp = path.with_name(f".{path.name}.tmp")
     program.save(str(tmp))

@@ -116,10 +116,10 @@ def _cue_before(text: str, start: int) -> re.Match[str] | None:
         if text[i].isdigit() or text[i] in "\n.;!?。；！？":
             lo = i + 1
             break
-    cue = None
-    for cue in _CUES.finditer(text, lo, start):
+    found = None
+    for found in _CUES.finditer(text, lo, start):  # noqa: B007 - the last cue before the number is the one
         pass
-    return cue
+    return found
 
 
 class PhoneDetector(_PatternDetector):

@@ -43,9 +43,13 @@ def _default_sources() -> dict[str, SourcePolicy]:
             "feedback": SourcePolicy(retention_days=365)}
 
 
+def _default_pii() -> dict[str, Action]:
+    return {"SECRET": "redact", "CN_ID": "redact"}
+
+
 class Policy(_Strict):
     #: per PII type; types not listed take ``default``
-    pii: dict[str, Action] = Field(default_factory=lambda: {"SECRET": "redact", "CN_ID": "redact"})
+    pii: dict[str, Action] = Field(default_factory=_default_pii)
     default: Action = "redact"
     sources: dict[str, SourcePolicy] = Field(default_factory=_default_sources)
     #: also run Microsoft Presidio's analyzer (names, addresses) where it is installed

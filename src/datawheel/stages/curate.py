@@ -96,18 +96,67 @@ class _Cluster:
         return next(r for r in self.records if r.content_hash == best)
 
 
-def curate(inp: CurateInput, *, task: Task, cfg: CurationSection, snapshot_id: str) -> CurateOutput:
-    k = len(inp.labels)
-    index = {lab: j for j, lab in enumerate(inp.labels)}
-    verdicts: list[Verdict] = []
-    dropped: dict[str, int] = defaultdict(int)
+class _Drops:
+    """Every dropped record's verdict, and the count per reason."""
 
-    def drop(recs: list[LabelledRecord], reason: str) -> None:
+    def __init__(self) -> None:
+        self.verdicts: list[Verdict] = []
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def __call__(self, recs: list[LabelledRecord], reason: str) -> None:
         for r in recs:
-            verdicts.append(Verdict(r.record_id, STAGE, False, reason))
-            dropped[reason] += 1
+            self.verdicts.append(Verdict(r.record_id, STAGE, False, reason))
+            self.counts[reason] += 1
 
-    # 1. quality filters, golden leakage, exact duplicates
+
+@dataclass(frozen=True)
+class _Aggregated:
+    users: list[str]
+    item_votes: list[list[tuple[int, int]]]  # per cluster: (user index, label index)
+    probs: np.ndarray  # [clusters, k] the champion's beliefs
+    posterior: np.ndarray  # [clusters, k]
+    reliability: np.ndarray  # [users]
+    vote_counts: np.ndarray  # [users]
+    kept_votes: list[list[tuple[int, int]]]  # votes left after unreliable users are excluded
+
+
+def curate(inp: CurateInput, *, task: Task, cfg: CurationSection, snapshot_id: str) -> CurateOutput:
+    index = {lab: j for j, lab in enumerate(inp.labels)}
+    drop = _Drops()
+    groups, items = _filter(inp, task, drop)  # 1. quality filters, golden leakage, exact duplicates
+    clusters = _cluster(groups, items, inp, task, cfg, drop)  # 2. near-duplicates, also of golden and seed items
+    _anchor_annotated(clusters, inp.annotations, index)
+    agg = _aggregate(clusters, inp, cfg, index)  # 3. aggregation with user reliability
+    chosen = _choose(clusters, agg, cfg, drop)
+    # 4. confident learning on out-of-fold probabilities
+    chosen, flagged, noise_rate = _drop_label_issues(clusters, chosen, items, inp, task, cfg, index, drop)
+    snapshot = _snapshot(snapshot_id, clusters, chosen, inp.labels, drop.verdicts)
+    k = len(inp.labels)
+    seed_counts = np.bincount([index[lab] for lab in inp.seed.labels], minlength=k)
+    snap_counts = np.bincount([j for _, j, _ in chosen], minlength=k)
+    queue = _queue(clusters, agg.probs, agg.item_votes, flagged, seed_counts + snap_counts, cfg.queue_size)
+    excluded = agg.reliability < MIN_USER_RELIABILITY
+    reliability = [UserReliability(u, round(float(agg.reliability[j]), 4), int(agg.vote_counts[j]),
+                                   bool(excluded[j])) for j, u in enumerate(agg.users)]
+    kinds = Counter(r.kind for ci, _, _ in chosen for r in clusters[ci].records)
+    snapshot.stats.update({
+        "dropped": dict(sorted(drop.counts.items())),
+        "duplicates_merged": sum(len(c.records) - 1 for c in clusters) - _near_merged(clusters),
+        "near_duplicates_merged": _near_merged(clusters),
+        "users": len(agg.users),
+        "users_excluded": int(excluded.sum()),
+        "annotated_items": sum(1 for c in clusters if c.anchor_source == "annotation"),
+        "label_issues": len(flagged),
+        "label_noise_estimate": None if noise_rate is None else round(noise_rate, 4),
+        "per_label": {lab: int(snap_counts[j]) for j, lab in enumerate(inp.labels)},
+        "per_source": dict(sorted(kinds.items())),
+    })
+    return CurateOutput(snapshot, drop.verdicts, reliability, queue)
+
+
+def _filter(inp: CurateInput, task: Task,
+            drop: _Drops) -> tuple[dict[str, list[LabelledRecord]], dict[str, object]]:
+    """Records grouped by content hash, minus unusable inputs and copies of golden items."""
     golden_hashes = set(inp.golden.hashes)
     groups: dict[str, list[LabelledRecord]] = {}
     items: dict[str, object] = {}
@@ -125,16 +174,20 @@ def curate(inp: CurateInput, *, task: Task, cfg: CurationSection, snapshot_id: s
         else:
             groups.setdefault(rec.content_hash, []).append(rec)
             items.setdefault(rec.content_hash, item)
+    return groups, items
 
-    # 2. near-duplicates, also of golden and seed items
-    clusters = _cluster(groups, items, inp, task, cfg, drop)
+
+def _anchor_annotated(clusters: list[_Cluster], annotations: Mapping[str, str], index: dict[str, int]) -> None:
     for c in clusters:
         for h in c.hashes if c.anchor_source != "seed" else ():
-            if h in inp.annotations and inp.annotations[h] in index:
-                c.anchor, c.anchor_source = index[inp.annotations[h]], "annotation"
+            if h in annotations and annotations[h] in index:
+                c.anchor, c.anchor_source = index[annotations[h]], "annotation"
                 break
 
-    # 3. aggregation with user reliability
+
+def _aggregate(clusters: list[_Cluster], inp: CurateInput, cfg: CurationSection,
+               index: dict[str, int]) -> _Aggregated:
+    k = len(index)
     owner = {r.record_id: ci for ci, c in enumerate(clusters) for r in c.records}
     users = sorted({v.user_id for v in inp.votes if v.record_id in owner})
     uidx = {u: j for j, u in enumerate(users)}
@@ -149,61 +202,48 @@ def curate(inp: CurateInput, *, task: Task, cfg: CurationSection, snapshot_id: s
     prior /= prior.sum(axis=1, keepdims=True)
     anchored = {ci: c.anchor for ci, c in enumerate(clusters) if c.anchor is not None}
     post, rel, counts, kept_votes = aggregate(item_votes, len(users), k, prior, anchored, cfg.em_iterations)
+    return _Aggregated(users, item_votes, probs, post, rel, counts, kept_votes)
 
-    chosen: list[tuple[int, int, float]] = []  # (cluster, label index, confidence)
+
+def _choose(clusters: list[_Cluster], agg: _Aggregated, cfg: CurationSection,
+            drop: _Drops) -> list[tuple[int, int, float]]:
+    """(cluster, label index, confidence) for every cluster whose label is trusted enough to train on."""
+    chosen: list[tuple[int, int, float]] = []
     for ci, c in enumerate(clusters):
         if c.anchor_source == "seed":
             drop(c.records, "in_seed_set")  # trained on already, with its known label
-        elif c.anchor_source == "annotation":
+        elif c.anchor_source == "annotation" and c.anchor is not None:
             chosen.append((ci, c.anchor, 1.0))
-        elif not kept_votes[ci]:
+        elif not agg.kept_votes[ci]:
             drop(c.records, "unreliable_user")
-        elif post[ci].max() < cfg.min_confidence:
+        elif agg.posterior[ci].max() < cfg.min_confidence:
             drop(c.records, "low_confidence")
         else:
-            j = int(post[ci].argmax())
-            chosen.append((ci, j, float(post[ci, j])))
+            j = int(agg.posterior[ci].argmax())
+            chosen.append((ci, j, float(agg.posterior[ci, j])))
+    return chosen
 
-    # 4. confident learning on out-of-fold probabilities
-    flagged_clusters: set[int] = set()
-    noise_rate: float | None = None
-    if cfg.label_issues and chosen:
-        seed_items = [task.decode(b) for b in inp.seed.inputs]
-        x = task.vectorize(seed_items + [items[clusters[ci].representative.content_hash] for ci, _, _ in chosen])
-        y = np.array([index[lab] for lab in inp.seed.labels] + [j for _, j, _ in chosen], dtype=np.int64)
-        may_flag = np.array([False] * len(seed_items) + [clusters[ci].anchor is None for ci, _, _ in chosen])
-        issues = find_label_issues(out_of_fold_probs(x, y, k), y, k, may_flag)
-        noise_rate = issues.noise_rate if issues.informative else None
-        flagged_clusters = {chosen[i - len(seed_items)][0] for i in np.flatnonzero(issues.flagged)}
-        for ci in sorted(flagged_clusters):
-            drop(clusters[ci].records, "label_issue")
-        chosen = [entry for entry in chosen if entry[0] not in flagged_clusters]
 
-    snapshot = _snapshot(snapshot_id, clusters, chosen, inp.labels, verdicts)
-    seed_counts = np.bincount([index[lab] for lab in inp.seed.labels], minlength=k)
-    snap_counts = np.bincount([j for _, j, _ in chosen], minlength=k)
-    queue = _queue(clusters, probs, item_votes, flagged_clusters, seed_counts + snap_counts, cfg.queue_size)
-    excluded = rel < MIN_USER_RELIABILITY
-    reliability = [UserReliability(u, round(float(rel[j]), 4), int(counts[j]), bool(excluded[j]))
-                   for j, u in enumerate(users)]
-    kinds = Counter(r.kind for ci, _, _ in chosen for r in clusters[ci].records)
-    snapshot.stats.update({
-        "dropped": dict(sorted(dropped.items())),
-        "duplicates_merged": sum(len(c.records) - 1 for c in clusters) - _near_merged(clusters),
-        "near_duplicates_merged": _near_merged(clusters),
-        "users": len(users),
-        "users_excluded": int(excluded.sum()),
-        "annotated_items": sum(1 for c in clusters if c.anchor_source == "annotation"),
-        "label_issues": len(flagged_clusters),
-        "label_noise_estimate": None if noise_rate is None else round(noise_rate, 4),
-        "per_label": {lab: int(snap_counts[j]) for j, lab in enumerate(inp.labels)},
-        "per_source": dict(sorted(kinds.items())),
-    })
-    return CurateOutput(snapshot, verdicts, reliability, queue)
+def _drop_label_issues(clusters: list[_Cluster], chosen: list[tuple[int, int, float]], items: dict[str, object],
+                       inp: CurateInput, task: Task, cfg: CurationSection, index: dict[str, int],
+                       drop: _Drops) -> tuple[list[tuple[int, int, float]], set[int], float | None]:
+    """Drop chosen clusters whose label confident learning finds likely wrong; seed items inform, never go."""
+    if not cfg.label_issues or not chosen:
+        return chosen, set(), None
+    seed_items = [task.decode(b) for b in inp.seed.inputs]
+    x = task.vectorize(seed_items + [items[clusters[ci].representative.content_hash] for ci, _, _ in chosen])
+    y = np.array([index[lab] for lab in inp.seed.labels] + [j for _, j, _ in chosen], dtype=np.int64)
+    may_flag = np.array([False] * len(seed_items) + [clusters[ci].anchor is None for ci, _, _ in chosen])
+    issues = find_label_issues(out_of_fold_probs(x, y, len(index)), y, len(index), may_flag)
+    flagged = {chosen[i - len(seed_items)][0] for i in np.flatnonzero(issues.flagged)}
+    for ci in sorted(flagged):
+        drop(clusters[ci].records, "label_issue")
+    return ([entry for entry in chosen if entry[0] not in flagged], flagged,
+            issues.noise_rate if issues.informative else None)
 
 
 def _cluster(groups: dict[str, list[LabelledRecord]], items: dict[str, object], inp: CurateInput, task: Task,
-             cfg: CurationSection, drop) -> list[_Cluster]:
+             cfg: CurationSection, drop: _Drops) -> list[_Cluster]:
     hashes = list(groups)
     seed_label = dict(zip(inp.seed.hashes, inp.seed.labels))
     index = {lab: j for j, lab in enumerate(inp.labels)}

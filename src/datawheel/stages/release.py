@@ -3,8 +3,9 @@
 The registry keeps up to three aliases: ``champion`` (what serving answers with),
 ``previous`` (where a rollback goes) and ``shadow`` (a version that predicts on
 live traffic beside the champion without answering) or ``canary`` (a version
-that answers a stable share of users); promoting either ends its trial. Computing the new map here, apart from the store that persists
-it, keeps promote, rollback, shadow and cycle releases consistent.
+that answers a stable share of users); promoting either ends its trial.
+Computing the new map here, apart from the store that persists it, keeps
+promote, rollback, shadow and cycle releases consistent.
 """
 
 from __future__ import annotations

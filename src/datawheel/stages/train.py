@@ -11,12 +11,14 @@ mid-way resumes from its last epoch's checkpoint to those same weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,6 +111,27 @@ def _run_key(data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection, mode
     return h.hexdigest()
 
 
+@dataclass
+class _Run:
+    """Where a training run stands; saved with every checkpoint (as a dict) so a resumed run continues it."""
+
+    epoch: int = 0
+    ran: int = 0
+    best_accuracy: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    last: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Split:
+    x: torch.Tensor  # [N_train, ...]
+    y: torch.Tensor  # [N_train]
+    x_val: torch.Tensor  # [N_val, ...]
+    y_val: torch.Tensor  # [N_val]
+
+
 def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection,
           progress: Progress | None = None, *, init_state: Mapping[str, torch.Tensor] | None = None,
           checkpoint: Path | None = None, after_epoch: AfterEpoch | None = None) -> TrainedModel:
@@ -117,81 +140,105 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     if len(data) == 0:
         raise CycleError("nothing to train on: the seed set and the snapshot are both empty")
     model_name = cfg.name or task.models[0]
-    index = {lab: j for j, lab in enumerate(labels)}
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    split = _split(task, data, labels, cfg, model_name)
+    model = _build(task, model_name, len(labels), init_state)
+    opt, sched = _optimizer(model, cfg, len(split.y))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    key = _run_key(data, labels, cfg, model_name, init_state)
+    run = _resume(checkpoint, key, model, opt, sched, gen)
+    resumed_from = run.ran
+    while run.epoch < cfg.epochs:
+        _one_epoch(task, model, split, cfg, opt, sched, gen, run)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, key, model, opt, sched, gen, run)
+        if after_epoch is not None:
+            after_epoch(run.ran, model.eval())
+        if progress is not None:
+            progress(run.ran, cfg.epochs, run.last)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    model.eval()
+    temperature = 1.0
+    if len(split.y_val) > 0 and cfg.calibrate:
+        temperature = fit_temperature(predict_logits(model, split.x_val), split.y_val)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    info = {"model_name": model_name, "examples": len(data), "train_examples": len(split.y),
+            "validation_examples": len(split.y_val), "epochs": cfg.epochs, "epochs_run": run.ran,
+            "best_epoch": run.best_epoch or None, "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle",
+            "augment": cfg.augment, "temperature": temperature, "warm_start": init_state is not None,
+            "resumed_from_epoch": resumed_from, **{f"final_{k}": round(v, 6) for k, v in run.last.items()}}
+    return TrainedModel(model_name, model, info, temperature)
+
+
+def _split(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSection, model_name: str) -> _Split:
+    index = {lab: j for j, lab in enumerate(labels)}
     x_all = task.featurize([task.decode(b) for b in data.inputs], model_name, cache=True)  # [N, ...]
     y_all = torch.tensor([index[lab] for lab in data.labels], dtype=torch.long)  # [N]
     val = validation_mask(data.hashes, data.labels, cfg.validation_share, cfg.seed)
     if int(val.sum()) < MIN_VALIDATION:  # share < 1 leaves every class at least one training item
         val = torch.zeros(len(y_all), dtype=torch.bool)
-    x, y, x_val, y_val = x_all[~val], y_all[~val], x_all[val], y_all[val]
-    model = task.build_model(model_name, len(labels))
+    return _Split(x_all[~val], y_all[~val], x_all[val], y_all[val])
+
+
+def _build(task: Task, model_name: str, n_classes: int, init_state: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    model = task.build_model(model_name, n_classes)
     if init_state is not None:
         try:
             model.load_state_dict(init_state)
         except RuntimeError as exc:
             raise CycleError(f"cannot warm-start a {model_name!r} model from the champion's weights: "
                              "they belong to a different architecture or label set") from exc
+    return model
+
+
+def _optimizer(model: nn.Module, cfg: ModelSection,
+               n_train: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     # A model may ask for its own learning rates per part (a pretrained encoder wants a far smaller one).
-    groups = (model.param_groups(cfg) if hasattr(model, "param_groups")
+    param_groups = getattr(model, "param_groups", None)
+    groups: list[dict[str, Any]] = (param_groups(cfg) if callable(param_groups)
               else [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}])
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], epochs=cfg.epochs,
-                                                steps_per_epoch=steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    state = {"epoch": 0, "ran": 0, "best_accuracy": -1.0, "best_loss": math.inf, "best_epoch": 0,
-             "best_state": None, "last": {}}
-    key = _run_key(data, labels, cfg, model_name, init_state)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[float(g["lr"]) for g in groups], epochs=cfg.epochs,
+                                                steps_per_epoch=math.ceil(n_train / cfg.batch_size))
+    return opt, sched
+
+
+def _resume(checkpoint: Path | None, key: str, model: nn.Module, opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> _Run:
     saved = _load_checkpoint(checkpoint, key)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-    resumed_from = state["ran"]
-    has_val = len(y_val) > 0
-    while state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        last = _train_epoch(task, model, x, y, cfg, opt, sched, gen, loss_fn)
-        if has_val:
-            val_logits = predict_logits(model, x_val)
-            val_loss = float(loss_fn(val_logits, y_val))
-            val_acc = float((val_logits.argmax(1) == y_val).float().mean())
-            last |= {"val_loss": val_loss, "val_accuracy": val_acc}
-            # Accuracy first: late in a one-cycle run the loss can rise with confidence while answers still
-            # improve; calibration repairs the confidence afterwards. The loss breaks ties.
-            if (val_acc, -val_loss) > (state["best_accuracy"], -state["best_loss"]):
-                state |= {"best_accuracy": val_acc, "best_loss": val_loss, "best_epoch": epoch + 1,
-                          "best_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        state |= {"epoch": epoch + 1, "ran": epoch + 1, "last": last}
-        stop = has_val and cfg.patience > 0 and state["epoch"] - state["best_epoch"] >= cfg.patience
-        if stop:
-            state["epoch"] = cfg.epochs  # a resumed run must not train past the stopping point either
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, key, model, opt, sched, gen, state)
-        if after_epoch is not None:
-            after_epoch(epoch + 1, model.eval())
-        if progress is not None:
-            progress(epoch + 1, cfg.epochs, last)
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    model.eval()
-    temperature = 1.0
-    if has_val and cfg.calibrate:
-        temperature = fit_temperature(predict_logits(model, x_val), y_val)
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    info = {"model_name": model_name, "examples": len(y_all), "train_examples": len(y),
-            "validation_examples": len(y_val), "epochs": cfg.epochs, "epochs_run": state["ran"],
-            "best_epoch": state["best_epoch"] or None, "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle", "augment": cfg.augment,
-            "temperature": temperature, "warm_start": init_state is not None, "resumed_from_epoch": resumed_from,
-            **{f"final_{k}": round(v, 6) for k, v in state["last"].items()}}
-    return TrainedModel(model_name, model, info, temperature)
+    if saved is None:
+        return _Run()
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    sched.load_state_dict(saved["sched"])
+    gen.set_state(saved["gen"])
+    torch.set_rng_state(saved["torch_rng"])
+    return _Run(**saved["state"])
+
+
+def _one_epoch(task: Task, model: nn.Module, split: _Split, cfg: ModelSection, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, run: _Run) -> None:
+    """Train one epoch, score the validation split, keep the best weights, decide whether to stop."""
+    loss_fn = nn.CrossEntropyLoss()
+    last = _train_epoch(task, model, split.x, split.y, cfg, opt, sched, gen, loss_fn)
+    has_val = len(split.y_val) > 0
+    if has_val:
+        val_logits = predict_logits(model, split.x_val)
+        val_loss = float(loss_fn(val_logits, split.y_val))
+        val_acc = float((val_logits.argmax(1) == split.y_val).float().mean())
+        last |= {"val_loss": val_loss, "val_accuracy": val_acc}
+        # Accuracy first: late in a one-cycle run the loss can rise with confidence while answers still
+        # improve; calibration repairs the confidence afterwards. The loss breaks ties.
+        if (val_acc, -val_loss) > (run.best_accuracy, -run.best_loss):
+            run.best_accuracy, run.best_loss, run.best_epoch = val_acc, val_loss, run.epoch + 1
+            run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    run.epoch = run.ran = run.epoch + 1
+    run.last = last
+    if has_val and cfg.patience > 0 and run.epoch - run.best_epoch >= cfg.patience:
+        run.epoch = cfg.epochs  # a resumed run must not train past the stopping point either
 
 
 def _train_epoch(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ModelSection,
@@ -222,21 +269,19 @@ def _load_checkpoint(path: Path | None, key: str) -> dict | None:
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types for a damaged or foreign file; training from scratch is safe
+    except Exception:  # noqa: BLE001 - torch raises many types for a damaged or foreign file; training from scratch is safe
         return None
     return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
 
 def _save_checkpoint(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer,
-                     sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, state: dict) -> None:
+                     sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, run: _Run) -> None:
     """Everything the next epoch depends on, written whole so a kill leaves the previous epoch's file.
 
     Best effort: an erasure may delete the folder mid-write, and losing a checkpoint only costs a resume.
     """
     buf = io.BytesIO()
     torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buf)
-    try:
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": asdict(run)}, buf)
+    with contextlib.suppress(FileNotFoundError):
         atomic_write_bytes(path, buf.getvalue())
-    except FileNotFoundError:
-        pass

@@ -23,7 +23,7 @@ from datawheel.store.db import utcnow, write
 def drop_orphans(conn: Connection) -> None:
     """Remove queue entries, answers and shadow predictions whose record or content is gone."""
     conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.record_id.not_in(select(t.records.c.id))))
-    conn.execute(delete(t.annotations).where(t.annotations.c.content_hash.not_in(
+    conn.execute(delete(t.annotation_answers).where(t.annotation_answers.c.content_hash.not_in(
         select(t.records.c.content_hash))))
     conn.execute(delete(t.shadow_predictions).where(
         t.shadow_predictions.c.record_id.not_in(select(t.records.c.id))))
@@ -62,7 +62,7 @@ class CurationQueries:
     def users_overview(self) -> list[dict]:
         """Every user with consent, record count and estimated reliability: the operator's view."""
         with self.engine.connect() as conn:
-            counts = dict(conn.execute(select(t.records.c.user_id, func.count())
+            counts: dict[str, int] = dict(conn.execute(select(t.records.c.user_id, func.count())
                                        .group_by(t.records.c.user_id)).all())
             rel = {r.user_id: r for r in conn.execute(select(t.user_reliability))}
             users = conn.execute(select(t.users).order_by(t.users.c.user_id)).all()
@@ -81,7 +81,7 @@ class CurationQueries:
             rows = conn.execute(
                 select(t.annotation_queue, t.records.c.input)
                 .join(t.records, t.records.c.id == t.annotation_queue.c.record_id)
-                .where(t.annotation_queue.c.content_hash.not_in(select(t.annotations.c.content_hash)))
+                .where(t.annotation_queue.c.content_hash.not_in(select(t.annotation_answers.c.content_hash)))
                 .order_by(t.annotation_queue.c.score.desc(), t.annotation_queue.c.content_hash)
                 .limit(limit)).all()
         return [{"item_id": r.content_hash, "input": r.input, "score": r.score, "signals": r.signals,
@@ -93,9 +93,9 @@ class CurationQueries:
             known = conn.execute(select(t.records.c.id).where(t.records.c.content_hash == item_id).limit(1)).first()
             if known is None:
                 raise NotFound(f"item_id: no item {item_id!r} (it may have been erased)")
-            conn.execute(delete(t.annotations).where(t.annotations.c.content_hash == item_id))
+            conn.execute(delete(t.annotation_answers).where(t.annotation_answers.c.content_hash == item_id))
             now = utcnow()
-            conn.execute(insert(t.annotations).values(content_hash=item_id, label=label, annotator=annotator,
+            conn.execute(insert(t.annotation_answers).values(content_hash=item_id, label=label, annotator=annotator,
                                                       created_at=now))
             conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.content_hash == item_id))
             # The audit chain outlives erasure, so it names the item by a keyed reference, not its content hash.
@@ -105,4 +105,4 @@ class CurationQueries:
 
     def annotations(self) -> dict[str, str]:
         with self.engine.connect() as conn:
-            return {r.content_hash: r.label for r in conn.execute(select(t.annotations))}
+            return {r.content_hash: r.label for r in conn.execute(select(t.annotation_answers))}

@@ -63,11 +63,6 @@ class PeopleQueries:
             now = self._ensure_user(conn, user_id, consent, actor)
         return {"user_id": user_id, "consent": now}
 
-    def consent_of(self, user_id: str) -> dict[str, bool] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.users).where(t.users.c.user_id == user_id)).first()
-        return None if row is None else _consent(row)
-
     # -- records -----------------------------------------------------------
 
     def add_record(self, *, user_id: str, kind: str, input: bytes, content_hash: str,

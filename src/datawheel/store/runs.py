@@ -12,6 +12,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from datawheel.errors import Conflict, NotFound
 from datawheel.store import audit
 from datawheel.store import tables as t
+from datawheel.store.audit import ChainReport
 from datawheel.store.db import aware, new_id, process_alive, utcnow, write
 
 
@@ -159,6 +160,6 @@ class RunQueries:
         with self.engine.connect() as conn:
             return audit.entries(conn, limit)
 
-    def verify_audit(self) -> audit.ChainReport:
+    def verify_audit(self) -> ChainReport:
         with self.engine.connect() as conn:
             return audit.verify(conn)

@@ -1,4 +1,6 @@
-"""The store: the only place that writes SQL (``people.py`` and ``runs.py`` hold the queries).
+"""The store: the one object the rest of datawheel talks to the database through.
+
+Its queries live in ``people.py``, ``runs.py``, ``curation.py`` and ``live.py``; this module joins them.
 
 Every write runs in its own transaction and is committed before the method
 returns, so a caller that acknowledges a write after calling here is telling
@@ -32,9 +34,9 @@ class Store(PeopleQueries, RunQueries, CurationQueries, LiveQueries):
         self.user_ref = user_ref
 
     @classmethod
-    def open(cls, url: str, user_ref: Callable[[str], str] = _unkeyed_ref, create: bool = False) -> Store:
+    def open(cls, url: str, user_ref: Callable[[str], str] = _unkeyed_ref) -> Store:
         store = cls(make_engine(url), user_ref)
-        if create or store._upgradable():
+        if store._upgradable():
             t.metadata.create_all(store.engine)  # checkfirst: existing tables are left alone
         return store
 

@@ -154,7 +154,7 @@ shadow_predictions = Table(
     Column("label", String(256), nullable=False),  # what the shadow would have answered
 )
 
-annotations = Table(
+annotation_answers = Table(
     "annotations",
     metadata,
     Column("content_hash", String(64), primary_key=True),  # the latest answer wins

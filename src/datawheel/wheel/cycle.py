@@ -308,7 +308,7 @@ def main(argv: list[str]) -> int:
     ws = Workspace.open(argv[0])
     try:
         run_cycle(ws, argv[1])
-    except Exception as exc:  # the failure is recorded on the cycle row; exit non-zero for the parent
+    except Exception as exc:  # noqa: BLE001 - the failure is recorded on the cycle row; exit non-zero for the parent
         print(f"cycle {argv[1]} failed: {type(exc).__name__}", file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from datawheel.artifacts import LabelledSet, Progress, write_parquet
-from datawheel.config import parse_config
+from datawheel.config import WorkspaceConfig, parse_config
 from datawheel.errors import WorkspaceError
 from datawheel.importers import load_labelled
 from datawheel.privacy.policy import POLICY_FILE, Policy
@@ -32,44 +32,17 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
-    raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
-    model: dict = dict(model_options or {})
-    if model_name:
-        model["name"] = model_name
-    if epochs is not None:
-        model["epochs"] = epochs
-    if model:
-        raw["model"] = model
-    config = parse_config(raw, source="init options")
-    the_task = get_task(task)
-    if config.model.name and config.model.name not in the_task.models:
-        raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
-                             f"choose one of {', '.join(the_task.models)}")
+    config = _config(task, labels, db_url, model_name, epochs, model_options)
     secrets = Secrets.generate()
-    # The team's own files pass the same gate as users' data: nothing unredacted reaches the workspace.
+    # The team's own files pass the same screen as users' data: nothing unredacted reaches the workspace.
     screen = Screen(Policy(), secrets.pseudonym_key)
-    seed = load_labelled(Path(seed_data), the_task, config.workspace.labels, clean=screen.clean_item)
-    golden = load_labelled(Path(eval_data), the_task, config.workspace.labels, clean=screen.clean_item)
-    # Keep the golden set honest: an item in both sets stays only in the golden set.
-    golden_hashes = set(golden.hashes)
-    keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
-    if not keep:
-        raise WorkspaceError(f"{seed_data}: every seed example is also in the evaluation set")
-    seed = LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep], [seed.hashes[i] for i in keep])
-
+    seed, golden = _import_sets(config, screen, Path(seed_data), Path(eval_data))
     staging = root.with_name(f".{root.name}.init-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     created_external_tables = False
     store: Store | None = None
     try:
-        (staging / "data").mkdir(parents=True)
-        write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
-        write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
-        (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-        (staging / POLICY_FILE).write_text(screen.policy.to_toml(), encoding="utf-8")
-        fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(secrets.__dict__, fh)
+        _write_files(staging, config, screen.policy, secrets, seed, golden)
         ws = Workspace(staging, config, secrets)
         store = ws.store
         if db_url:
@@ -90,3 +63,47 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Workspace.open(root)
+
+
+def _config(task: str, labels: tuple[str, ...], db_url: str, model_name: str, epochs: int | None,
+            model_options: dict | None) -> WorkspaceConfig:
+    raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
+    model: dict = dict(model_options or {})
+    if model_name:
+        model["name"] = model_name
+    if epochs is not None:
+        model["epochs"] = epochs
+    if model:
+        raw["model"] = model
+    config = parse_config(raw, source="init options")
+    models = get_task(task).models
+    if config.model.name and config.model.name not in models:
+        raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
+                             f"choose one of {', '.join(models)}")
+    return config
+
+
+def _import_sets(config: WorkspaceConfig, screen: Screen, seed_data: Path,
+                 eval_data: Path) -> tuple[LabelledSet, LabelledSet]:
+    task = get_task(config.workspace.task)
+    seed = load_labelled(seed_data, task, config.workspace.labels, clean=screen.clean_item)
+    golden = load_labelled(eval_data, task, config.workspace.labels, clean=screen.clean_item)
+    # Keep the golden set honest: an item in both sets stays only in the golden set.
+    golden_hashes = set(golden.hashes)
+    keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
+    if not keep:
+        raise WorkspaceError(f"{seed_data}: every seed example is also in the evaluation set")
+    return LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep],
+                       [seed.hashes[i] for i in keep]), golden
+
+
+def _write_files(staging: Path, config: WorkspaceConfig, policy: Policy, secrets: Secrets, seed: LabelledSet,
+                 golden: LabelledSet) -> None:
+    (staging / "data").mkdir(parents=True)
+    write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
+    write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
+    (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+    (staging / POLICY_FILE).write_text(policy.to_toml(), encoding="utf-8")
+    fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(secrets.__dict__, fh)

@@ -7,9 +7,11 @@ champion alias at once, so a promotion is live on the next request.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
+from datawheel.errors import Conflict
 from datawheel.models.serving import ModelServer
 from datawheel.wheel.cycle import run_cycle, spawn_cycle
 from datawheel.workspace import Workspace
@@ -44,10 +46,9 @@ class CycleRunner:
                     store.finish_cycle(cycle_id, status="failed",
                                        error=f"cycle process exited with {proc.returncode}: {tail[0][:500]}")
             else:
-                try:
+                # run_cycle records any failure on the cycle row; this thread has no one to raise to
+                with contextlib.suppress(Exception):
                     run_cycle(self.ws, cycle_id)
-                except Exception:
-                    pass  # recorded on the cycle row by run_cycle
         finally:
             self.server.refresh(force=True)
             if self.on_finish is not None:
@@ -60,10 +61,8 @@ class CycleRunner:
         try:
             store = self.ws.store
             if store.count_labelled_since(store.last_cycle_start()) >= self.auto_every:
-                try:
+                with contextlib.suppress(Conflict):  # a cycle is already running: the next write asks again
                     self.start("auto")
-                except Exception:
-                    pass  # a cycle is already running: the next write will ask again
         finally:
             self._lock.release()
 
