@@ -102,7 +102,7 @@ def test_confident_learning_leaves_a_clean_set_and_anchors_alone():
     x = IMAGE.vectorize(DIGIT_ITEMS[:600])
     clean = find_label_issues(out_of_fold_probs(x, DIGITS.target[:600], 10), DIGITS.target[:600], 10)
     assert clean.flagged.sum() <= 6
-    y, flip = _flipped(rng, 600, 0.15)
+    y, _ = _flipped(rng, 600, 0.15)
     protected = np.zeros(600, dtype=bool)
     protected[:300] = True
     issues = find_label_issues(out_of_fold_probs(x, y, 10), y, 10, candidates=~protected)
@@ -234,3 +234,45 @@ def test_population_shares_and_kinds():
         population(honset=1)
     with pytest.raises(ValueError, match="kind=share"):
         parse_population("honest")
+
+
+# --- Hugging Face export ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task, payloads, column", [
+    (IMAGE, [{"pixels": (DIGITS.images[i] * 15).tolist()} for i in range(3)], "image"),
+    (TEXT, [{"text": "great product"}, {"text": "非常差"}, {"text": "so-so"}], "text"),
+])
+def test_huggingface_export_types_the_input_column_from_what_annotators_are_shown(task, payloads, column, tmp_path,
+                                                                                 monkeypatch):
+    """The export's input column is the item as ``Task.show`` gives it: a PNG Image feature or a string Value."""
+    from datawheel.curation.datasheet import export_huggingface
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    items = [task.parse(p) for p in payloads]
+    data = LabelledSet([task.encode(it) for it in items], ["a", "b", "a"], [task.content_hash(it) for it in items])
+    out = export_huggingface(data, [0.9, 0.8, 1.0], task, ("a", "b"), None, tmp_path / "export")
+    card = (out / "README.md").read_text()
+    assert f"- name: {column}\n    dtype: {'image' if column == 'image' else 'string'}\n" in card
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))["train"]
+    assert loaded.column_names == [column, "label", "content_hash", "confidence"]
+    assert [loaded.features["label"].int2str(v) for v in loaded["label"]] == ["a", "b", "a"]
+    if column == "image":
+        assert [np.array_equal(np.asarray(img), it) for img, it in zip(loaded["image"], items)] == [True] * 3
+    else:
+        assert loaded["text"] == items
+
+
+def test_an_empty_snapshot_exports_without_an_input_column(tmp_path):
+    """With no item to show, the export still writes the label, hash and confidence columns and a card."""
+    import pyarrow.parquet as pq
+
+    from datawheel.curation.datasheet import export_huggingface
+
+    out = export_huggingface(LabelledSet([], [], []), [], TEXT, ("a", "b"), None, tmp_path / "export")
+    table = pq.read_table(out / "data" / "train-00000-of-00001.parquet")
+    assert table.column_names == ["label", "content_hash", "confidence"] and table.num_rows == 0
+    assert "- name: label" in (out / "README.md").read_text()

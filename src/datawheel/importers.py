@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datawheel.artifacts import LabelledSet
@@ -92,15 +93,38 @@ def _slice_meta(row: dict[str, Any], where: str) -> dict[str, str]:
 
 def _parse_row(row: dict[str, Any], task: Task, base: Path, where: str) -> Any:
     if "file" in row:
-        return task.parse_file(row["file"])
+        return parse_file(Path(row["file"]), task)
     if row.get("text") is not None:
         return task.parse({"text": row["text"]})
     image = row.get("image")
     if isinstance(image, (bytes, bytearray)):
         return task.parse({"image": base64.b64encode(image).decode()})
     if isinstance(image, str) and image:
-        return task.parse_file(base / image)
+        return parse_file(base / image, task, kind="image")
     raise ImportDataError(f"{where}: needs a 'text' or an 'image' column")
+
+
+def parse_file(path: Path, task: Task, kind: str = "") -> Any:
+    """The item in one file, read as the payload a product would send, so a file and a request agree.
+
+    ``kind`` is the payload key, "image" or "text"; by default the suffix decides (PNG/JPEG are images,
+    anything else is UTF-8 text). Errors name the file instead of the request field: the team fixes files.
+    """
+    kind = kind or ("image" if path.suffix.lower() in IMAGE_SUFFIXES else "text")
+    try:
+        data = path.read_bytes()
+        # utf-8-sig: editors on Windows start files with a BOM, which is not part of the text
+        value = base64.b64encode(data).decode("ascii") if kind == "image" else data.decode("utf-8-sig")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read file ({exc.strerror or exc})", str(path)) from None
+    except UnicodeDecodeError:
+        raise InvalidInput("is not UTF-8 text", str(path)) from None
+    try:
+        return task.parse({kind: value})
+    except InvalidInput as exc:
+        if not exc.field.startswith(f"input.{kind}"):  # the payload's shape, not its content: a wrong kind of file
+            raise InvalidInput(f"{kind} files cannot be read by the {task.name} task", str(path)) from None
+        raise InvalidInput(exc.reason, str(path)) from None
 
 
 def _image_folder(root: Path) -> Iterator[tuple[str, dict, Path]]:
@@ -142,7 +166,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
     try:
         table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+    except (pa.ArrowException, OSError, ValueError) as exc:  # pyarrow's own errors, I/O, and a few plain ones
         raise ImportDataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
     if "label" not in table.column_names:
         raise ImportDataError(f"{path}: needs a 'label' column and a 'text' or 'image' column")

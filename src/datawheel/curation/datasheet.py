@@ -9,12 +9,15 @@ for tools and Markdown for people, and never changes afterwards.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from datawheel.artifacts import LabelledSet, atomic_write_bytes, write_parquet
+from datawheel.errors import ConfigError
 from datawheel.tasks.base import Task
 
 SCHEMA_VERSION = 1
@@ -138,6 +141,20 @@ def read(parquet: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def hf_column(shown: dict) -> tuple[str, dict, str, Any]:
+    """(column, feature, card dtype, value) of an item as the task shows it to an annotator.
+
+    The export reads ``Task.show`` rather than asking tasks for a Hugging Face type: what a person is
+    shown is what a dataset user should get, and tasks stay free of export concerns.
+    """
+    if set(shown) == {"image"}:
+        return "image", {"_type": "Image"}, "image", {"bytes": base64.b64decode(shown["image"]), "path": None}
+    if set(shown) == {"text"}:
+        return "text", {"_type": "Value", "dtype": "string"}, "string", shown["text"]
+    raise ConfigError(f"cannot export items shown as {sorted(shown)}: the Hugging Face export knows "
+                      "{'image': base64 PNG} and {'text': str}")
+
+
 def export_huggingface(items: LabelledSet, confidence: list[float], task: Task, labels: tuple[str, ...],
                        sheet: dict | None, out: Path) -> Path:
     """Write ``out/data/train-00000-of-00001.parquet`` and a dataset card ``out/README.md``.
@@ -145,21 +162,30 @@ def export_huggingface(items: LabelledSet, confidence: list[float], task: Task, 
     The Parquet file carries the ``huggingface`` schema metadata (features: the
     input column, a ClassLabel), so ``datasets.load_dataset(str(out))`` gives
     typed columns. User pseudonyms and record ids stay behind: an export leaves
-    the system, lineage does not need to.
+    the system, lineage does not need to. An empty snapshot has no item to say
+    what its input column is, so its export has none.
     """
     index = {lab: j for j, lab in enumerate(labels)}
-    column, feature = task.hf_feature
-    values = [task.hf_value(task.decode(b)) for b in items.inputs]
+    shown = [hf_column(task.show(task.decode(b))) for b in items.inputs]
+    columns: dict[str, pa.Array] = {}
+    features: dict[str, dict] = {}
+    card_input = ""
+    if shown:
+        column, feature, dtype, _ = shown[0]
+        if any(cell[0] != column for cell in shown):
+            raise ConfigError(f"the {task.name} task shows items in more than one shape; cannot export one column")
+        columns[column] = pa.array([cell[3] for cell in shown])
+        features[column] = feature
+        card_input = f"  - name: {column}\n    dtype: {dtype}\n"
     table = pa.table({
-        column: pa.array(values),
+        **columns,
         "label": pa.array([index[lab] for lab in items.labels], pa.int64()),
         "content_hash": pa.array(items.hashes, pa.string()),
         "confidence": pa.array(confidence, pa.float64()),
     })
-    features = {column: feature,
-                "label": {"_type": "ClassLabel", "names": list(labels)},
-                "content_hash": {"_type": "Value", "dtype": "string"},
-                "confidence": {"_type": "Value", "dtype": "float64"}}
+    features |= {"label": {"_type": "ClassLabel", "names": list(labels)},
+                 "content_hash": {"_type": "Value", "dtype": "string"},
+                 "confidence": {"_type": "Value", "dtype": "float64"}}
     table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     write_parquet(table, out / "data" / "train-00000-of-00001.parquet")
     names = "\n".join(f"          '{j}': {json.dumps(lab)}" for j, lab in enumerate(labels))
@@ -167,8 +193,8 @@ def export_huggingface(items: LabelledSet, confidence: list[float], task: Task, 
         "---\n"
         "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
         "dataset_info:\n  features:\n"
-        f"  - name: {column}\n    dtype: {task.hf_dtype}\n"
-        f"  - name: label\n    dtype:\n      class_label:\n        names:\n{names}\n"
+        + card_input
+        + f"  - name: label\n    dtype:\n      class_label:\n        names:\n{names}\n"
         "  - name: content_hash\n    dtype: string\n  - name: confidence\n    dtype: float64\n"
         "---\n\n" + (to_markdown(sheet) if sheet else "# Exported datawheel snapshot\n")
     )

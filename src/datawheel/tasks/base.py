@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,11 +20,26 @@ from torch import nn
 
 
 class Task(ABC):
-    """One kind of input and the models for it.
+    """One kind of input and the models for it: exactly what the wheel calls, nothing else.
 
-    Items are canonical and hashable through :meth:`encode`: two requests that
-    mean the same input produce the same bytes, which is what makes exact
-    de-duplication by content hash work.
+    - ``name``: the workspace config and the datasheets name the task by it.
+    - ``models``: the model names :meth:`build_model` accepts (the first is the default), so a
+      config can be checked before any training starts.
+    - :meth:`parse`: the online path and the importers turn a request's ``input`` into the canonical
+      item, the only form ever stored.
+    - :meth:`encode` / :meth:`decode`: the store keeps items as bytes; equal meaning gives equal bytes,
+      which is what makes exact de-duplication by content hash work.
+    - :meth:`content_hash`: identity for de-duplication, lineage and caches.
+    - :meth:`quality_issue`: curation drops an item that carries no signal, with a reason code.
+    - :meth:`near_duplicate_clusters`: curation pools the votes of near-copies and finds re-encoded
+      golden items.
+    - :meth:`vectorize`: the fixed-length vectors confident learning fits its check model on.
+    - :meth:`show`: annotators (API and CLI) and the dataset export see an item as JSON.
+    - :meth:`featurize` / :meth:`variable_dims`: training, evaluation and serving feed models the
+      same tensors; ONNX export keeps the variable axes dynamic.
+    - :meth:`augment`: training perturbs batches where the task knows a safe perturbation.
+    - :meth:`build_model`: training and the registry make a fresh model to train or load weights into.
+    - :meth:`drop_cached` / :meth:`keep_cached`: erasure and retention reach whatever the task cached.
     """
 
     name: str
@@ -36,12 +50,9 @@ class Task(ABC):
     def parse(self, payload: Mapping[str, Any]) -> Any:
         """Validate a request's ``input`` object and return the canonical item.
 
-        Raises :class:`datawheel.errors.InvalidInput` naming the offending field.
+        Raises :class:`datawheel.errors.InvalidInput` naming the offending field, so a client can fix
+        its request without the server ever echoing the value.
         """
-
-    @abstractmethod
-    def parse_file(self, path: Path) -> Any:
-        """Read one item from a file referenced by an import (an image path)."""
 
     @abstractmethod
     def encode(self, item: Any) -> bytes:
@@ -52,12 +63,11 @@ class Task(ABC):
         """Inverse of :meth:`encode`."""
 
     @abstractmethod
-    def is_blank(self, item: Any) -> bool:
-        """True for an input that carries no signal (empty text, a blank image)."""
-
     def quality_issue(self, item: Any) -> str | None:
-        """A reason code when an item should not be trained on whatever its label, else None."""
-        return "blank_input" if self.is_blank(item) else None
+        """A reason code (``blank_input``, ...) when an item should not be trained on whatever its label, else None.
+
+        Curation stores the code as the record's verdict, so a dropped record always says why.
+        """
 
     def near_duplicate_clusters(self, items: Sequence[Any]) -> list[int]:
         """A cluster id per item; items sharing one are the same input in all but noise."""
@@ -72,21 +82,15 @@ class Task(ABC):
 
     @abstractmethod
     def show(self, item: Any) -> dict:
-        """The item as a JSON object an annotator can be shown (an image as PNG, text as text)."""
+        """The item as a JSON object an annotator can be shown: ``{"image": base64 PNG}`` or ``{"text": str}``.
+
+        The dataset export reads the same object, so those two shapes are the ones it knows.
+        """
 
     def variable_dims(self, model: str = "") -> tuple[int, ...]:
         """Axes of :meth:`featurize`'s output for ``model`` whose size varies between batches (ONNX keeps them
         dynamic)."""
         return (0,)
-
-    #: (column name, Hugging Face feature) of the input column in an exported dataset
-    hf_feature: tuple[str, dict]
-    #: the same feature as a dataset card's ``dtype``
-    hf_dtype: str
-
-    @abstractmethod
-    def hf_value(self, item: Any) -> Any:
-        """The item as a value of :attr:`hf_feature` (PNG bytes for an image, the string for text)."""
 
     @abstractmethod
     def featurize(self, items: Sequence[Any], model: str = "", *, cache: bool = False) -> torch.Tensor:
@@ -95,7 +99,7 @@ class Task(ABC):
         ``cache``: reuse and keep derived features (training and evaluation do; serving never does).
         """
 
-    def drop_cached(self, content_hashes: set[str]) -> None:
+    def drop_cached(self, content_hashes: set[str]) -> None:  # noqa: B027 - most tasks cache nothing
         """Drop anything the task cached about these items (an erased user's inputs)."""
 
     def keep_cached(self, content_hashes: set[str]) -> int:
@@ -115,8 +119,16 @@ class Task(ABC):
         return hashlib.sha256(self.encode(item)).hexdigest()
 
 
+class Predictor(Protocol):
+    """What serving and evaluation call: a torch module, or a stand-in such as an onnxruntime session."""
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def predict_logits(model: Predictor, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Logits [N, n_classes], in eval mode, in batches so memory stays flat."""
     model.eval()
     if len(features) == 0:
@@ -124,6 +136,6 @@ def predict_logits(model: nn.Module, features: torch.Tensor, batch_size: int = 5
     return torch.cat([model(features[i:i + batch_size]) for i in range(0, len(features), batch_size)])
 
 
-def predict_proba(model: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def predict_proba(model: Predictor, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Class probabilities [N, n_classes]."""
     return torch.softmax(predict_logits(model, features, batch_size), dim=1)

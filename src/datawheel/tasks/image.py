@@ -15,7 +15,6 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,8 +77,9 @@ def normalize(gray: np.ndarray) -> np.ndarray:
     crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = crop.shape
     nh, nw = max(1, round(h * BOX / max(h, w))), max(1, round(w * BOX / max(h, w)))
-    small = Image.fromarray(crop.astype(np.float32)).resize((nw, nh), Image.BILINEAR)  # antialiased when shrinking
-    small = np.clip(np.asarray(small, dtype=np.float64), 0, 255)
+    # Pillow's bilinear resize is antialiased when shrinking, so thin strokes fade instead of vanishing.
+    resized = Image.fromarray(crop.astype(np.float32)).resize((nw, nh), Image.Resampling.BILINEAR)
+    small = np.clip(np.asarray(resized, dtype=np.float64), 0, 255)
     mass = small.sum()
     cy = (small.sum(axis=1) * np.arange(nh)).sum() / mass if mass else nh / 2
     cx = (small.sum(axis=0) * np.arange(nw)).sum() / mass if mass else nw / 2
@@ -93,7 +93,7 @@ def normalize(gray: np.ndarray) -> np.ndarray:
 def _decode_image(data: bytes, field: str) -> np.ndarray:
     """Pixels of a PNG/JPEG, refusing anything whose size could exhaust memory before decoding it."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         if img.format not in ("PNG", "JPEG"):
             raise InvalidInput(f"expected a PNG or JPEG image, got {img.format or 'an unknown format'}", field)
         if max(img.size) > MAX_IMAGE_SIDE:
@@ -138,13 +138,16 @@ def _pixels(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+def _blank(item: np.ndarray) -> bool:
+    """Faint (peak below 8) or a couple of specks: normalization stretched noise, not a drawing."""
+    return int(np.max(item)) < 8 or int(np.count_nonzero(item)) < 3
+
+
 class ImageClassification(Task):
     """Digits and other small drawings; items are normalized 28x28 uint8 arrays."""
 
     name = "image-classification"
     models = ("mlp", "cnn")
-    hf_feature = ("image", {"_type": "Image"})
-    hf_dtype = "image"
 
     def parse(self, payload: Mapping[str, Any]) -> np.ndarray:
         if not isinstance(payload, Mapping) or set(payload) not in ({"image"}, {"pixels"}):
@@ -162,13 +165,6 @@ class ImageClassification(Task):
             raise InvalidInput("is not valid base64", "input.image") from None
         return normalize(_decode_image(data, "input.image"))
 
-    def parse_file(self, path: Path) -> np.ndarray:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read file ({exc.strerror or exc})", str(path)) from None
-        return normalize(_decode_image(data, str(path)))
-
     def encode(self, item: np.ndarray) -> bytes:
         item = np.asarray(item)
         if item.shape != (SIDE, SIDE):
@@ -180,8 +176,8 @@ class ImageClassification(Task):
             raise ValueError(f"an encoded image is {SIDE * SIDE} bytes, got {len(data)}")
         return np.frombuffer(data, dtype=np.uint8).reshape(SIDE, SIDE).copy()  # writable, like parse's output
 
-    def is_blank(self, item: np.ndarray) -> bool:
-        return int(np.max(item)) < 8 or int(np.count_nonzero(item)) < 3
+    def quality_issue(self, item: np.ndarray) -> str | None:
+        return "blank_input" if _blank(item) else None
 
     def near_duplicate_clusters(self, items: Sequence[np.ndarray]) -> list[int]:
         return image_clusters(items)
@@ -195,9 +191,6 @@ class ImageClassification(Task):
 
     def show(self, item: np.ndarray) -> dict:
         return {"image": to_png_base64(item)}
-
-    def hf_value(self, item: np.ndarray) -> dict:
-        return {"bytes": base64.b64decode(to_png_base64(item)), "path": None}
 
     def featurize(self, items: Sequence[np.ndarray], model: str = "", *, cache: bool = False) -> torch.Tensor:
         if len(items) == 0:

@@ -58,14 +58,17 @@ def _check(text: str, field: str) -> str:
     return text
 
 
+def _blank(text: str) -> bool:
+    """No letter and no digit in any script: punctuation and emoji alone say nothing a label could follow."""
+    return not any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
 class TextClassification(Task):
     """Items are normalized ``str``; ``n_buckets`` and ``dim`` fix the model's size and must not
     change under a saved model, since feature ids and the embedding table depend on them."""
 
     name = "text-classification"
     models = ("ngram", "minilm-head", "minilm-finetune")
-    hf_feature = ("text", {"_type": "Value", "dtype": "string"})
-    hf_dtype = "string"
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32, *, encoder: str = "",
@@ -111,28 +114,16 @@ class TextClassification(Task):
             raise InvalidInput("must be a string", "input.text")
         return _check(text, "input.text")
 
-    def parse_file(self, path: Path) -> str:
-        try:
-            # utf-8-sig: editors on Windows start files with a BOM, which is not part of the text
-            return _check(Path(path).read_bytes().decode("utf-8-sig"), str(path))
-        except UnicodeDecodeError:
-            raise InvalidInput("is not UTF-8 text", str(path)) from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot read file ({exc.strerror or exc})", str(path)) from None
-
     def encode(self, item: str) -> bytes:
         return item.encode("utf-8")
 
     def decode(self, data: bytes) -> str:
         return data.decode("utf-8")
 
-    def is_blank(self, item: str) -> bool:
-        return not any(unicodedata.category(ch)[0] in "LN" for ch in item)
-
     def quality_issue(self, item: str) -> str | None:
-        if self.is_blank(item):
+        if _blank(item):
             return "blank_input"
-        if self.is_blank(_PLACEHOLDER.sub("", item)):
+        if _blank(_PLACEHOLDER.sub("", item)):
             return "only_placeholders"  # nothing left but what redaction put there
         return None
 
@@ -146,9 +137,6 @@ class TextClassification(Task):
 
     def show(self, item: str) -> dict:
         return {"text": item}
-
-    def hf_value(self, item: str) -> str:
-        return item
 
     def features(self, text: str) -> list[str]:
         """Words, word bigrams, then character 2-4-grams (of bracketed Latin words and of Han runs).
