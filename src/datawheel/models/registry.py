@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from datawheel.artifacts import atomic_write_bytes, sha256_file
-from datawheel.errors import WorkspaceError
+from datawheel.errors import Conflict, WorkspaceError
 from datawheel.models import card as model_card
 from datawheel.stages import release
 from datawheel.stages.train import TrainedModel, calibrated
+from datawheel.tasks.base import Predictor
 from datawheel.workspace import Workspace
 
 
@@ -29,8 +30,8 @@ from datawheel.workspace import Workspace
 class LoadedModel:
     version: int
     model_name: str
-    #: what serves: the network with its calibration temperature applied
-    module: nn.Module
+    #: what serves: the network with its calibration temperature applied (or its ONNX export)
+    module: Predictor
     #: the bare network, whose weights a warm start begins from
     network: nn.Module
 
@@ -83,21 +84,30 @@ class Registry:
             raise WorkspaceError("the workspace has no champion model; was `datawheel init` completed?")
         return aliases["champion"]
 
+    # Each alias change is computed from the map as it is inside the store's locked transaction, so
+    # concurrent promotions, rollbacks and trial changes apply one after another, none lost.
+
     def promote(self, version: int, actor: str, reason: str) -> dict[str, int]:
         self.store.get_model(version)  # raises NotFound for an unknown version
-        new = release.promote(self.store.aliases(), version)
-        self.store.set_aliases(new, actor, "promotion", {"version": version, "reason": reason})
-        return new
+        return self.store.update_aliases(lambda old: release.promote(old, version), actor, "promotion",
+                                         lambda _: {"version": version, "reason": reason})
 
-    def trial(self, name: str, version: int | None, actor: str, reason: str = "") -> dict[str, int]:
-        """Start (or with None, stop) a ``shadow`` or ``canary`` trial of ``version`` beside the champion."""
+    def trial(self, name: str, version: int | None, actor: str, reason: str = "",
+              only_if: int | None = None) -> dict[str, int]:
+        """Start (or with None, stop) a ``shadow`` or ``canary`` trial of ``version`` beside the champion.
+
+        ``only_if``: stop the trial only while it is still that version (the canary monitor judged that
+        one; if an operator replaced it meanwhile, the new trial stands). Raises Conflict otherwise.
+        """
         if version is not None:
             self.store.get_model(version)  # raises NotFound for an unknown version
-        new = release.trial(self.store.aliases(), name, version)
-        self.store.set_aliases(new, actor, name, {"version": version, **({"reason": reason} if reason else {})})
-        return new
+
+        def change(old: dict[str, int]) -> dict[str, int]:
+            if only_if is not None and old.get(name) != only_if:
+                raise Conflict(f"the {name} is no longer v{only_if}")
+            return release.trial(old, name, version)
+        return self.store.update_aliases(change, actor, name,
+                                         lambda _: {"version": version, **({"reason": reason} if reason else {})})
 
     def rollback(self, actor: str) -> dict[str, int]:
-        new = release.rollback(self.store.aliases())
-        self.store.set_aliases(new, actor, "rollback", {"version": new["champion"]})
-        return new
+        return self.store.update_aliases(release.rollback, actor, "rollback", lambda new: {"version": new["champion"]})

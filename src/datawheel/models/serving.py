@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from scipy.stats import fisher_exact
 
+from datawheel.errors import Conflict
 from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages.release import TRIALS
 from datawheel.tasks.base import predict_proba
@@ -99,8 +100,13 @@ class ModelServer:
             return None
         reason = (f"live accuracy {canary_acc:.3f} on {n} answers vs champion {champ_acc:.3f} on {champ_n}: "
                   f"below by more than {cfg.canary_margin} (Fisher exact p={p:.3g})")
-        aliases = self.registry.trial("canary", None, actor="canary-monitor", reason=reason)
-        self.refresh(force=True)
+        try:
+            aliases = self.registry.trial("canary", None, actor="canary-monitor", reason=reason,
+                                          only_if=canary.version)
+        except Conflict:  # another request's check, or an operator, changed the canary first
+            return None
+        finally:
+            self.refresh(force=True)
         return {"rolled_back": canary.version, "reason": reason, "aliases": aliases}
 
     def shadow_predict(self, item: Any) -> tuple[int, str] | None:

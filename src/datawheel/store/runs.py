@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -137,12 +137,23 @@ class RunQueries:
         with self.engine.connect() as conn:
             return {r.name: r.version for r in conn.execute(select(t.aliases))}
 
-    def set_aliases(self, new: dict[str, int], actor: str, action: str, detail: dict) -> None:
-        """Replace the alias map in one transaction, with the audit entry that explains it."""
+    def update_aliases(self, change: Callable[[dict[str, int]], dict[str, int]], actor: str, action: str,
+                       detail: Callable[[dict[str, int]], dict]) -> dict[str, int]:
+        """Read the alias map, compute the new one with ``change`` and write it, all in one locked transaction.
+
+        Two operators promoting and rolling back at once each see the other's result, never a map both read
+        before either wrote (a lost update). ``change`` may raise (e.g. Conflict) to abort without writing.
+        """
         with write(self.engine) as conn:
+            if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already holds the write lock
+                conn.exec_driver_sql("LOCK TABLE aliases IN EXCLUSIVE MODE")
+            old = {r.name: r.version for r in conn.execute(select(t.aliases))}
+            new = change(old)
             conn.execute(delete(t.aliases))
-            conn.execute(insert(t.aliases), [{"name": k, "version": v} for k, v in new.items()])
-            audit.append(conn, actor, action, {**detail, "aliases": new})
+            if new:
+                conn.execute(insert(t.aliases), [{"name": k, "version": v} for k, v in new.items()])
+            audit.append(conn, actor, action, {**detail(new), "aliases": new})
+        return new
 
     # -- audit -------------------------------------------------------------------
 
