@@ -34,7 +34,7 @@ def use_product(client, splits, users=("alice", "bob", "carol"), items=range(40)
 
 def run_cycle(client) -> dict:
     cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-    client.app.state.runner.join(300)
+    client.app.state.services.runner.join(300)
     state = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
     assert state["status"] == "done", state["error"]
     return state
@@ -161,7 +161,7 @@ def test_annotate_cli_shows_an_item_and_records_the_label(curated, ws):
 
 def test_snapshots_have_datasheets_and_export_for_huggingface_datasets(curated, ws, tmp_path):
     """JSON and Markdown datasheets agree with the snapshot; `datasets` loads the export with typed columns."""
-    client, state = curated
+    _, state = curated
     parquet = ws.snapshot_path(state["snapshot_id"])
     sheet = json.loads(parquet.with_name(parquet.stem + ".datasheet.json").read_text())
     table = pq.read_table(parquet)

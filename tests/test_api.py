@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 import threading
 
 import pytest
+from PIL import Image
 
 from conftest import ADMIN, APP, make_client
 from datawheel.store.store import Store
@@ -134,7 +136,9 @@ def test_contributions_and_external_interactions(client, splits):
     data = client.get("/v1/users/bob/data", headers=APP).json()
     assert sorted((r["kind"], r["label"] or r["predicted_label"]) for r in data["records"]) == [
         ("contribution", "7"), ("interaction", "4")]
-    assert len(data["records"][0]["input"]["pixels"]) == 28
+    shown = data["records"][0]["input"]
+    assert set(shown) == {"image"}  # shown as annotators see it: the canonical 28x28 item as a PNG
+    assert Image.open(io.BytesIO(base64.b64decode(shown["image"]))).size == (28, 28)
 
 
 def test_user_data_is_scoped_to_the_user(client, splits):
@@ -191,7 +195,7 @@ def test_cycle_promote_and_rollback_through_the_api(client, splits):
                                                        "user_id": f"u{n % 5}", "label": splits.pool[n][1]})
     start = client.post("/v1/cycles", headers=ADMIN)
     assert start.status_code == 202
-    client.app.state.runner.join(120)
+    client.app.state.services.runner.join(120)
     state = client.get(f"/v1/cycles/{start.json()['cycle_id']}", headers=ADMIN).json()
     assert state["status"] == "done", state["error"]
     assert state["decision"] in ("promoted", "rejected")
@@ -221,7 +225,7 @@ def test_hot_swap_never_fails_a_request(client, splits):
 
     # make a second version from a cycle on no user data (seed only)
     start = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-    client.app.state.runner.join(120)
+    client.app.state.services.runner.join(120)
     assert client.get(f"/v1/cycles/{start}", headers=ADMIN).json()["status"] == "done"
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:
@@ -264,7 +268,7 @@ def test_auto_cycle_starts_after_n_labelled_records(ws, splits):
         label_items(client, splits, users=2, n=5)
         assert client.get("/v1/cycles", headers=ADMIN).json()["cycles"] == []
         label_items(client, splits, users=2, n=1)
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         cycles = client.get("/v1/cycles", headers=ADMIN).json()["cycles"]
         assert [(c["trigger"], c["status"]) for c in cycles] == [("auto", "done")]
 
@@ -273,7 +277,7 @@ def test_user_export_and_erasure_receipt_carry_lineage(client, splits):
     """After a cycle, each record of a user lists the snapshot and model it went into; erasure names them."""
     label_items(client, splits, users=3, n=12)
     cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-    client.app.state.runner.join(120)
+    client.app.state.services.runner.join(120)
     cycle = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
     data = client.get("/v1/users/u0/data", headers=APP).json()
     assert len(data["records"]) == 4
@@ -298,7 +302,7 @@ def test_a_cycle_can_be_asked_to_warm_start(client, splits, ws):
     assert bad.status_code == 422 and "warm_start" in bad.text
     label_items(client, splits, users=3, n=12)
     cycle_id = client.post("/v1/cycles", headers=ADMIN, json={"warm_start": True}).json()["cycle_id"]
-    client.app.state.runner.join(120)
+    client.app.state.services.runner.join(120)
     cycle = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
     assert cycle["status"] == "done" and cycle["params"] == {"warm_start": True}
     assert ws.store.get_model(cycle["candidate_version"])["train_info"]["warm_start_from"] == 1

@@ -12,12 +12,13 @@ from datawheel.tasks.image import to_png_base64
 def register(ws, module) -> int:
     registry = Registry(ws)
     info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
-    return registry.register(TrainedModel("mlp", module, info), evaluate(ws.task, module, "mlp", ws.golden(), ws.labels),
+    metrics = evaluate(ws.task, module, "mlp", ws.golden(), ws.labels)
+    return registry.register(TrainedModel("mlp", module, info), metrics,
                              dataset_id=None, parent=1, cycle_id=None, seed_items=0)
 
 
 def users_split(client, n=400):
-    server = client.app.state.server
+    server = client.app.state.services.server
     inside = [f"user{i}" for i in range(n) if server.in_canary(f"user{i}")]
     outside = [f"user{i}" for i in range(n) if not server.in_canary(f"user{i}")]
     return inside, outside

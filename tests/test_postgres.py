@@ -60,7 +60,7 @@ def test_workspace_api_and_cycle_on_postgres(tmp_path, image_dirs, splits, pg_ur
             assert client.post("/v1/feedback", headers=APP, json={
                 "interaction_id": r["interaction_id"], "user_id": "pat", "label": "1"}).status_code == 201
         cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         state = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
         assert state["status"] == "done", state["error"]
         assert state["report"]["records_in"] == 4

@@ -52,7 +52,8 @@ def text_ws(tmp_path) -> Workspace:
         return path
 
     ws = init_workspace(tmp_path / "ws", task="text-classification", labels=LABELS,
-                        seed_data=jsonl("seed.jsonl", sentences(60, 1)), eval_data=jsonl("gold.jsonl", sentences(40, 2)),
+                        seed_data=jsonl("seed.jsonl", sentences(60, 1)),
+                        eval_data=jsonl("gold.jsonl", sentences(40, 2)),
                         epochs=20)
     yield ws
     ws.store.close()
@@ -98,7 +99,7 @@ def test_pii_sent_through_every_route_never_reaches_disk_or_logs(text_ws, caplog
         assert not [v for v in RAW if v in export.text]
         assert "<EMAIL>" in export.text and "<PHONE>" in export.text and "<CN_ID>" in export.text
         cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         assert client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()["status"] == "done"
         metrics = client.get("/metrics").text
         assert 'datawheel_pii_findings_total{action="redact",type="EMAIL"}' in metrics
@@ -183,7 +184,7 @@ def test_retention_deletes_old_records_in_gc_and_cycles(text_ws):
         with write(text_ws.store.engine) as conn:
             conn.execute(update(tables.records).values(created_at=utcnow() - timedelta(days=400)))
         cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         report = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()["report"]
         assert report["retention_deleted"]["interaction"] == 1
         assert out["interaction_id"]
@@ -231,18 +232,19 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
             client.post("/v1/feedback", headers=APP, json={"interaction_id": out["interaction_id"], "user_id": user,
                                                            "label": "pos" if word in POS else "neg"})
         first = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         cycle = client.get(f"/v1/cycles/{first}", headers=ADMIN).json()
         client.post(f"/v1/models/{cycle['candidate_version']}/promote", headers=ADMIN)
         receipt = client.delete("/v1/users/leaver", headers=APP).json()
         assert receipt["model_versions_trained_on_user_data"] == [cycle["candidate_version"]]
         forget = client.post("/v1/users/leaver/retrain-without", headers=ADMIN)
         assert forget.status_code == 202
-        client.app.state.runner.join(120)
+        client.app.state.services.runner.join(120)
         state = client.get(f"/v1/cycles/{forget.json()['cycle_id']}", headers=ADMIN).json()
     assert state["status"] == "done", state["error"]
     report = state["report"]
-    assert report["replaces"] == cycle["candidate_version"] and report["rows_removed"] == 8, cycle["report"]["rejected_by_reason"]
+    assert report["replaces"] == cycle["candidate_version"], cycle["report"]["rejected_by_reason"]
+    assert report["rows_removed"] == 8, cycle["report"]["rejected_by_reason"]
     assert report["decision"] in ("promoted", "rejected")
     import pyarrow.parquet as pq
 

@@ -16,7 +16,7 @@ def train_candidate(client, splits) -> int:
         client.post("/v1/feedback", headers=APP, json={"interaction_id": out["interaction_id"],
                                                        "user_id": f"u{n % 3}", "label": splits.pool[n][1]})
     cycle_id = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
-    client.app.state.runner.join(300)
+    client.app.state.services.runner.join(300)
     state = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
     assert state["status"] == "done", state["error"]
     if state["decision"] == "promoted":

@@ -114,7 +114,7 @@ def test_fine_tuning_trains_the_encoder_copy_and_leaves_the_shared_one_alone():
 
 def test_an_unloadable_encoder_is_a_config_error_naming_the_key(tmp_path):
     task = TextClassification(encoder=str(tmp_path / "no-such-model"))
-    with pytest.raises(ConfigError, match="model.encoder"):
+    with pytest.raises(ConfigError, match=r"model\.encoder"):
         task.featurize(["hello"], "minilm-head")
 
 

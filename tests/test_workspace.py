@@ -95,7 +95,7 @@ def test_unreadable_image_names_the_file(tmp_path, image_dirs):
     seed = tmp_path / "seed"
     shutil.copytree(image_dirs[0], seed)
     (seed / "3" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ImportDataError, match="broken.png"):
+    with pytest.raises(ImportDataError, match=r"broken\.png"):
         init_workspace(tmp_path / "ws", task="image-classification", labels=LABELS, seed_data=seed,
                        eval_data=image_dirs[1])
     assert not (tmp_path / "ws").exists()
@@ -185,6 +185,6 @@ def test_init_writes_model_options_and_refuses_unknown_ones(tmp_path):
     assert load_config(ws.root / "datawheel.toml").model.augment is False
     assert ws.config.model.patience == 3
     ws.store.close()
-    with pytest.raises(ConfigError, match="model.augmnet: unknown key"):
+    with pytest.raises(ConfigError, match=r"model\.augmnet: unknown key"):
         init_workspace(tmp_path / "ws2", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
                        eval_data=golden, epochs=1, model_options={"augmnet": False})

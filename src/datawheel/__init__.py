@@ -4,18 +4,24 @@ serve -> log -> comply -> curate -> train -> gate -> release, and the wheel turn
 The names below are the public API (pinned by ``tests/test_public_api.py``).
 """
 
+import importlib.metadata
+
 from datawheel.api.app import create_app
-from datawheel.client import Client, ClientError
+from datawheel.client import Client
 from datawheel.config import WorkspaceConfig, load_config
 from datawheel.demo.simulate import Profile, Simulation, default_population
 from datawheel.errors import (
+    ClientError,
     ConfigError,
     Conflict,
+    ConsentRequired,
     CycleError,
     DatawheelError,
     ImportDataError,
     InvalidInput,
     NotFound,
+    PolicyRejected,
+    ServerUnavailable,
     WorkspaceError,
 )
 from datawheel.settings import Settings
@@ -23,19 +29,25 @@ from datawheel.wheel.cycle import run_cycle
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
 
-__version__ = "0.1.0"
+try:  # pyproject.toml is the one place the version is written
+    __version__ = importlib.metadata.version("datawheel")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Client",
     "ClientError",
     "ConfigError",
     "Conflict",
+    "ConsentRequired",
     "CycleError",
     "DatawheelError",
     "ImportDataError",
     "InvalidInput",
     "NotFound",
+    "PolicyRejected",
     "Profile",
+    "ServerUnavailable",
     "Settings",
     "Simulation",
     "Workspace",

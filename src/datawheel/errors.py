@@ -11,7 +11,13 @@
     ├── ConsentRequired      the policy needs consent the user has not given     -> 403
     ├── NotFound             an interaction, user, model or cycle does not exist -> 404
     ├── Conflict             the request clashes with current state              -> 409
-    └── CycleError           a cycle's precondition is broken (not a rejection)
+    ├── CycleError           a cycle's precondition is broken (not a rejection)
+    └── ClientError          the server refused a client's request (status, code, detail)
+        └── ServerUnavailable  no answer came: connection refused or dropped, or timed out
+
+The arrows are the HTTP status the server answers with. ``ClientError`` is the other side
+of the same contract: :class:`datawheel.Client` raises it with the server's status, its
+``error`` field as ``code`` and its ``detail``, so a product catches one tree either way.
 
 Dropping a record or rejecting a candidate is a *result*, never an exception.
 Messages say what is wrong and what to do next; they never quote personal data.
@@ -75,3 +81,21 @@ class Conflict(DatawheelError):
 
 class CycleError(DatawheelError):
     code = "cycle_error"
+
+
+class ClientError(DatawheelError):
+    """A request the server refused; ``code`` is the machine-readable reason to branch on, ``detail`` the prose."""
+
+    def __init__(self, status: int | None, detail: str, code: str = "http_error") -> None:
+        super().__init__(f"{status} {code}: {detail}" if status is not None else f"{code}: {detail}")
+        #: the HTTP status, or None when no answer came
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+class ServerUnavailable(ClientError):
+    """No answer: the server is down or unreachable, or took too long. A write may or may not have happened."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(None, detail, code="server_unavailable")

@@ -1,18 +1,23 @@
-"""Dependencies shared by the routes: who is calling, and the workspace objects they act on.
+"""What a route may ask for in its signature: who is calling, and the app's long-lived objects.
 
 Three keys: the *app* key (the product's backend, acting for its users), the
 *admin* key (operators) and the *annotator* key (people labelling the annotation
 queue, and nothing else). The admin key can do everything the others can.
+
+This module is the only reader of ``app.state``; routes name a typed alias
+(``WorkspaceDep``, ``AdminKey``...) and FastAPI resolves it once per request.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from datawheel.api.ingest import Ingest
+from datawheel.api.services import Services
+from datawheel.api.telemetry import Telemetry
 from datawheel.models.serving import ModelServer
 from datawheel.privacy.screen import Screen
 from datawheel.wheel.runner import CycleRunner
@@ -21,56 +26,68 @@ from datawheel.workspace import Workspace
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _role(request: Request, creds: HTTPAuthorizationCredentials | None) -> str:
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _role(services: ServicesDep, creds: Credentials) -> str:
     if creds is None:
         raise HTTPException(401, "missing key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    keys = request.app.state.keys
-    given = creds.credentials.encode()
-    if hmac.compare_digest(given, keys["admin"].encode()):
-        return "admin"
-    if hmac.compare_digest(given, keys["app"].encode()):
-        return "app"
-    if keys.get("annotator") and hmac.compare_digest(given, keys["annotator"].encode()):
-        return "annotator"
-    raise HTTPException(401, "invalid key", headers={"WWW-Authenticate": "Bearer"})
+    role = services.keys.role_of(creds.credentials)
+    if role is None:
+        raise HTTPException(401, "invalid key", headers={"WWW-Authenticate": "Bearer"})
+    return role
 
 
-def app_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    role = _role(request, creds)
+Role = Annotated[str, Depends(_role)]
+
+
+def app_role(role: Role) -> str:
     if role == "annotator":
         raise HTTPException(403, "the annotator key only opens the annotation routes")
     return role
 
 
-def annotator_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    role = _role(request, creds)
+def annotator_role(role: Role) -> str:
     if role not in ("admin", "annotator"):
         raise HTTPException(403, "this route needs the annotator or the admin key")
     return role
 
 
-def admin_role(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    role = _role(request, creds)
+def admin_role(role: Role) -> str:
     if role != "admin":
         raise HTTPException(403, "this route needs the admin key")
     return role
 
 
-def _ws(request: Request) -> Workspace:
-    return request.app.state.ws
+def _ws(s: ServicesDep) -> Workspace:
+    return s.ws
 
 
-def _server(request: Request) -> ModelServer:
-    return request.app.state.server
+def _server(s: ServicesDep) -> ModelServer:
+    return s.server
 
 
-def _runner(request: Request) -> CycleRunner:
-    return request.app.state.runner
+def _runner(s: ServicesDep) -> CycleRunner:
+    return s.runner
 
 
-def _screen(request: Request) -> Screen:
-    return request.app.state.screen
+def _screen(s: ServicesDep) -> Screen:
+    return s.screen
+
+
+def _telemetry(s: ServicesDep) -> Telemetry:
+    return s.telemetry
+
+
+def _ingest(s: ServicesDep) -> Ingest:
+    return s.ingest
 
 
 AppKey = Annotated[str, Depends(app_role)]
@@ -80,3 +97,5 @@ WorkspaceDep = Annotated[Workspace, Depends(_ws)]
 ServerDep = Annotated[ModelServer, Depends(_server)]
 RunnerDep = Annotated[CycleRunner, Depends(_runner)]
 ScreenDep = Annotated[Screen, Depends(_screen)]
+TelemetryDep = Annotated[Telemetry, Depends(_telemetry)]
+IngestDep = Annotated[Ingest, Depends(_ingest)]

@@ -1,8 +1,8 @@
-"""Request and response bodies. Strict types: a wrong type is the client's mistake, answered with 422."""
+"""Request bodies. Strict types: a wrong type is the client's mistake, answered with 422 (answers: responses.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 UserId = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.@:\-]+$")
-MetaValue = Union[StrictStr, StrictInt, StrictFloat, StrictBool, None]
+MetaValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
 
 
 class _Body(BaseModel):
@@ -62,13 +62,6 @@ class PredictIn(_WithMetadata):
     consent: Consent | None = None
 
 
-class PredictOut(BaseModel):
-    interaction_id: str
-    label: str
-    scores: dict[str, float]
-    model_version: int
-
-
 class InteractionIn(_WithMetadata):
     user_id: StrictStr = UserId
     input: dict[StrictStr, Any]
@@ -97,15 +90,6 @@ class AnnotationIn(_Body):
     label: StrictStr
 
 
-class Created(BaseModel):
-    id: str
-
-
 class CycleIn(_Body):
     #: start the candidate from the champion's weights (true) or from scratch (false); absent: the config's
     warm_start: bool | None = None
-
-
-class CycleStarted(BaseModel):
-    cycle_id: str
-    status: str

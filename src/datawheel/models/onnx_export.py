@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from datawheel.artifacts import atomic_write_bytes, sha256_file
 from datawheel.errors import ConfigError, WorkspaceError
@@ -51,6 +52,8 @@ def export(ws: Workspace, version: int) -> dict:
     _runtime()
     registry = Registry(ws)
     loaded = registry.load(version)
+    if not isinstance(loaded.module, nn.Module):  # the registry loads torch weights; only those export
+        raise WorkspaceError(f"model v{version}: only a PyTorch model can be exported")
     task, golden = ws.task, ws.golden()
     features = task.featurize([task.decode(b) for b in golden.inputs], loaded.model_name)  # the real shapes
     dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims(loaded.model_name)}
@@ -88,4 +91,4 @@ def load_onnx(ws: Workspace, version: int) -> LoadedModel:
                              f"--format onnx --version {version}`")
     name = ws.store.get_model(version)["model_name"]
     module = OnnxModule(path)
-    return LoadedModel(version, name, module, module)  # type: ignore[arg-type]
+    return LoadedModel(version, name, module, module)  # type: ignore[arg-type]  # never warm-started from

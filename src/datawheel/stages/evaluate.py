@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
 from datawheel.artifacts import LabelledSet
 from datawheel.stages.significance import bootstrap_ci, expected_calibration_error
-from datawheel.tasks.base import Task, predict_proba
+from datawheel.tasks.base import Predictor, Task, predict_proba
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Scores:
         return self.probs.argmax(1) == self.y
 
 
-def score(task: Task, module: nn.Module, model_name: str, data: LabelledSet, labels: tuple[str, ...]) -> Scores:
+def score(task: Task, module: Predictor, model_name: str, data: LabelledSet, labels: tuple[str, ...]) -> Scores:
     index = {lab: j for j, lab in enumerate(labels)}
     features = task.featurize([task.decode(b) for b in data.inputs], model_name, cache=True)
     return Scores(predict_proba(module, features).numpy(),
@@ -48,7 +47,7 @@ def metrics(scores: Scores, labels: tuple[str, ...], meta: list[dict[str, str]] 
     return out
 
 
-def evaluate(task: Task, module: nn.Module, model_name: str, golden: LabelledSet,
+def evaluate(task: Task, module: Predictor, model_name: str, golden: LabelledSet,
              labels: tuple[str, ...]) -> dict:
     """:func:`score` then :func:`metrics`, for a caller that needs only the summary."""
     return metrics(score(task, module, model_name, golden, labels), labels, golden.meta)

@@ -11,22 +11,25 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from datawheel.api.deps import AnnotatorKey, WorkspaceDep
-from datawheel.api.routes.records import check_label
+from datawheel.api.ingest import check_label
+from datawheel.api.responses import AnnotationOut, QueueItem, QueueOut, errors
 from datawheel.api.schemas import AnnotationIn
 
 router = APIRouter(prefix="/v1/annotation", tags=["annotation"])
 ItemPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="an item id from the queue")]
 
 
-@router.get("/queue")
-def queue(role: AnnotatorKey, ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict:
-    items = ws.store.annotation_queue(limit)
-    return {"labels": list(ws.labels), "items": [
-        {"item_id": it["item_id"], "input": ws.task.show(ws.task.decode(it["input"])), "score": it["score"],
-         "signals": it["signals"]} for it in items]}
+@router.get("/queue", response_model=QueueOut, responses=errors(401, 403, 422))
+def annotation_queue(_: AnnotatorKey, ws: WorkspaceDep,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 20) -> QueueOut:
+    task = ws.task
+    return QueueOut(labels=list(ws.labels), items=[
+        QueueItem(item_id=it["item_id"], input=task.show(task.decode(it["input"])), score=it["score"],
+                  signals=it["signals"]) for it in ws.store.annotation_queue(limit)])
 
 
-@router.post("/{item_id}", status_code=status.HTTP_201_CREATED)
-def annotate(item_id: ItemPath, body: AnnotationIn, role: AnnotatorKey, ws: WorkspaceDep) -> dict:
+@router.post("/{item_id}", response_model=AnnotationOut, status_code=status.HTTP_201_CREATED,
+             responses=errors(401, 403, 404, 413, 422))
+def annotate(item_id: ItemPath, body: AnnotationIn, role: AnnotatorKey, ws: WorkspaceDep) -> AnnotationOut:
     check_label(body.label, ws.labels, "label")
-    return ws.store.annotate(item_id, body.label, annotator=f"{role}:api")
+    return AnnotationOut.model_validate(ws.store.annotate(item_id, body.label, annotator=f"{role}:api"))

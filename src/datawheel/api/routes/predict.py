@@ -6,10 +6,11 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from datawheel.api.deps import AppKey, ScreenDep, ServerDep, WorkspaceDep
-from datawheel.api.schemas import PredictIn, PredictOut
+from datawheel.api.deps import AppKey, IngestDep, ServerDep, TelemetryDep, WorkspaceDep
+from datawheel.api.responses import PredictOut, errors
+from datawheel.api.schemas import PredictIn
 from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
@@ -27,21 +28,16 @@ def _shadow(server: ModelServer, ws: Workspace, item: Any, record_id: str) -> No
         log.warning("shadow prediction failed: %s", type(exc).__name__)
 
 
-@router.post("/predict", response_model=PredictOut)
-def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, screen: ScreenDep,
-            request: Request) -> PredictOut:
-    telemetry = request.app.state.telemetry
+@router.post("/predict", response_model=PredictOut, responses=errors(401, 403, 413, 422))
+def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, ingest: IngestDep,
+            telemetry: TelemetryDep) -> PredictOut:
+    """The champion's (or, for a canary user, the canary's) answer; the interaction is stored before it is sent."""
     started = time.perf_counter()
-    # Redacted before the model sees it, so serving and training see the same text.
-    item = screen.clean_item(ws.task.parse(body.input), "input.text")
-    meta = screen.clean_meta(body.metadata)
-    version, label, scores = server.predict(item, body.user_id)
-    record_id = ws.store.add_record(
-        user_id=body.user_id, kind="interaction", input=ws.task.encode(item), content_hash=ws.task.content_hash(item),
-        consent=body.consent.scopes() if body.consent else None, predicted_label=label,
-        model_name="datawheel", model_version=str(version), meta=meta, require=screen.requirement("interaction"))
-    _shadow(server, ws, item, record_id)
+    incoming = ingest.accept(body.user_id, body.input, body.metadata, body.consent.scopes() if body.consent else None)
+    version, label, scores = server.predict(incoming.item, body.user_id)
+    record_id = ingest.record(incoming, "interaction", predicted_label=label, model_name="datawheel",
+                              model_version=str(version))
+    _shadow(server, ws, incoming.item, record_id)
     telemetry.predictions.inc()
-    telemetry.records.labels("interaction").inc()
     telemetry.predict_seconds.observe(time.perf_counter() - started)
     return PredictOut(interaction_id=record_id, label=label, scores=scores, model_version=version)

@@ -1,42 +1,40 @@
 """A user's rights: consent, seeing everything held about them, and erasure.
 
 Every route is scoped to the user id in the path; nothing here can return or
-touch another user's data.
+touch another user's data. Retraining without a user is an operator's cycle
+(``cycles.py``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 
-from datawheel.api.deps import AppKey, WorkspaceDep
+from datawheel.api.deps import AppKey, TelemetryDep, WorkspaceDep
+from datawheel.api.responses import ConsentOut, ErasureReceipt, UserDataOut, errors
 from datawheel.api.schemas import Consent
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 UserPath = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
 
 
-def input_json(item: Any) -> dict:
-    """An item as the user sent it in kind: text as text, an image as its normalized pixels."""
-    if isinstance(item, np.ndarray):
-        return {"pixels": item.tolist()}
-    return {"text": item}
+@router.put("/{user_id}/consent", response_model=ConsentOut, responses=errors(401, 403, 413, 422))
+def set_consent(user_id: UserPath, body: Consent, _: AppKey, ws: WorkspaceDep) -> ConsentOut:
+    """Set consent per scope; the change is kept in the user's history and the audit chain."""
+    return ConsentOut.model_validate(ws.store.set_consent(user_id, body.scopes()))
 
 
-@router.put("/{user_id}/consent")
-def set_consent(user_id: UserPath, body: Consent, _: AppKey, ws: WorkspaceDep) -> dict:
-    return ws.store.set_consent(user_id, body.scopes())
+@router.get("/{user_id}/data", response_model=UserDataOut, responses=errors(401, 403, 404, 422))
+def export_user_data(user_id: UserPath, _: AppKey, ws: WorkspaceDep) -> UserDataOut:
+    """Everything held about the user, inputs shown as an annotator would see them, with the models they trained."""
+    task = ws.task
+    return UserDataOut.model_validate(ws.store.user_data(user_id, lambda data: task.show(task.decode(data))))
 
 
-@router.get("/{user_id}/data")
-def user_data(user_id: UserPath, _: AppKey, ws: WorkspaceDep) -> dict:
-    return ws.store.user_data(user_id, lambda b: input_json(ws.task.decode(b)))
-
-
-@router.delete("/{user_id}")
-def erase(user_id: UserPath, _: AppKey, ws: WorkspaceDep, request: Request) -> dict:
-    receipt = ws.erase_user(user_id)
-    request.app.state.telemetry.erasures.inc()
+@router.delete("/{user_id}", response_model=ErasureReceipt, responses=errors(401, 403, 404, 422))
+def erase_user(user_id: UserPath, _: AppKey, ws: WorkspaceDep, telemetry: TelemetryDep) -> ErasureReceipt:
+    """Delete everything held about the user; the receipt names the models trained on their data."""
+    receipt = ErasureReceipt.model_validate(ws.erase_user(user_id))
+    telemetry.erasures.inc()
     return receipt

@@ -1,0 +1,67 @@
+"""The one way an input enters the store: parse, screen, then write with the consent check inside the write.
+
+Predictions, interactions served elsewhere and donated examples all go through
+here, so the order that keeps personal data out (nothing unparsed or unscreened
+is stored, and a refusal leaves no trace) is written once. A request is checked
+whole by :meth:`Ingest.accept` before anything is written or predicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from datawheel.api.telemetry import Telemetry
+from datawheel.errors import InvalidInput
+from datawheel.privacy.screen import Screen
+from datawheel.workspace import Workspace
+
+Kind = Literal["interaction", "contribution"]
+
+
+def check_label(label: str, labels: tuple[str, ...], field: str) -> str:
+    if label not in labels:
+        # The value is not echoed: a free-text field may carry personal data.
+        raise InvalidInput(f"unknown label; expected one of {', '.join(labels)}", field=field)
+    return label
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A request's input after parsing and screening: the only form of it the store and the model ever see."""
+
+    user_id: str
+    item: Any
+    meta: dict[str, Any] | None
+    consent: dict[str, bool] | None
+
+
+class Ingest:
+    def __init__(self, ws: Workspace, screen: Screen, telemetry: Telemetry) -> None:
+        self.ws = ws
+        self.screen = screen
+        self.telemetry = telemetry
+
+    def accept(self, user_id: str, payload: Mapping[str, Any], metadata: Mapping[str, Any] | None,
+               consent: dict[str, bool] | None) -> Incoming:
+        # Redacted before the model sees it, so serving and training see the same text.
+        item = self.screen.clean_item(self.ws.task.parse(payload), "input.text")
+        return Incoming(user_id, item, self.screen.clean_meta(metadata), consent)
+
+    def label(self, label: str, field: str) -> str:
+        return check_label(label, self.ws.labels, field)
+
+    def record(self, incoming: Incoming, kind: Kind, *, label: str | None = None,
+               predicted_label: str | None = None, model_name: str | None = None,
+               model_version: str | None = None) -> str:
+        """Store the record, committed before returning; the policy's consent rule is checked in the same write."""
+        task = self.ws.task
+        record_id = self.ws.store.add_record(
+            user_id=incoming.user_id, kind=kind, input=task.encode(incoming.item),
+            content_hash=task.content_hash(incoming.item), consent=incoming.consent, label=label,
+            predicted_label=predicted_label, model_name=self.screen.clean_optional(model_name, "model_name"),
+            model_version=self.screen.clean_optional(model_version, "model_version"), meta=incoming.meta,
+            require=self.screen.requirement(kind))
+        self.telemetry.records.labels(kind).inc()
+        return record_id

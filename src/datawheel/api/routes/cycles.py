@@ -1,0 +1,47 @@
+"""Turns of the wheel: start one, follow it, list them; retraining without a user is one too.
+
+A cycle runs beside serving (in a child process by default), so starting one
+answers 202 at once with the id to poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from datawheel.api.deps import AdminKey, RunnerDep, WorkspaceDep
+from datawheel.api.responses import CycleOut, CyclesOut, CycleStarted, errors
+from datawheel.api.schemas import CycleIn
+
+router = APIRouter(prefix="/v1", tags=["cycles"])
+
+
+def _cycle(row: dict[str, Any]) -> CycleOut:
+    """The store's row under the API's names: its ``id`` is the ``cycle_id`` every other answer uses."""
+    return CycleOut.model_validate({**row, "cycle_id": row["id"]})
+
+
+@router.post("/cycles", response_model=CycleStarted, status_code=status.HTTP_202_ACCEPTED,
+             responses=errors(401, 403, 409, 413, 422))
+def start_cycle(_: AdminKey, runner: RunnerDep, body: CycleIn | None = None) -> CycleStarted:
+    params = {} if body is None or body.warm_start is None else {"warm_start": body.warm_start}
+    return CycleStarted(cycle_id=runner.start("api", params), status="running")
+
+
+@router.get("/cycles", response_model=CyclesOut, responses=errors(401, 403))
+def list_cycles(_: AdminKey, ws: WorkspaceDep) -> CyclesOut:
+    return CyclesOut(cycles=[_cycle(c) for c in ws.store.list_cycles()])
+
+
+@router.get("/cycles/{cycle_id}", response_model=CycleOut, responses=errors(401, 403, 404, 422))
+def get_cycle(cycle_id: str, _: AdminKey, ws: WorkspaceDep) -> CycleOut:
+    return _cycle(ws.store.get_cycle(cycle_id))
+
+
+@router.post("/users/{user_id}/retrain-without", response_model=CycleStarted,
+             status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 403, 409, 422))
+def retrain_without(user_id: str, _: AdminKey, ws: WorkspaceDep, runner: RunnerDep) -> CycleStarted:
+    """Train and gate a replacement for the champion from its snapshot minus this user's rows."""
+    return CycleStarted(cycle_id=runner.start("forget", {"without_user_ref": ws.user_ref(user_id)}),
+                        status="running")

@@ -1,0 +1,37 @@
+"""Feedback on an answer: a correction, a rating or a comment, each a signal the next cycle can use.
+
+Labels and ratings also feed the canary monitor at once, so a bad canary is
+withdrawn on the feedback that proves it, not at the next cycle.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from datawheel.api.deps import AppKey, RunnerDep, ScreenDep, ServerDep, TelemetryDep, WorkspaceDep
+from datawheel.api.ingest import check_label
+from datawheel.api.responses import Created, errors
+from datawheel.api.schemas import FeedbackIn
+from datawheel.errors import InvalidInput
+
+router = APIRouter(prefix="/v1", tags=["records"])
+
+
+@router.post("/feedback", response_model=Created, status_code=status.HTTP_201_CREATED,
+             responses=errors(401, 403, 404, 413, 422))
+def add_feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDep, server: ServerDep,
+                 screen: ScreenDep, telemetry: TelemetryDep) -> Created:
+    if body.label is None and body.rating is None and body.comment is None:
+        raise InvalidInput("give at least one of label, rating or comment", field="body")
+    if body.label is not None:
+        check_label(body.label, ws.labels, "label")
+    feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
+                                        rating=body.rating, comment=screen.clean_optional(body.comment, "comment"),
+                                        require=screen.requirement("feedback"))
+    kind = "correction" if body.label is not None else "rating" if body.rating is not None else "comment"
+    telemetry.feedback.labels(kind).inc()
+    if body.label is not None or body.rating == 1:
+        runner.note_labelled()
+    if body.label is not None or body.rating is not None:
+        server.check_canary()
+    return Created(id=feedback_id)
