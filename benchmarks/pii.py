@@ -6,8 +6,17 @@ The corpus is made with Faker (en_US and zh_CN, plus other locales for
 international phone numbers and IBANs): English and Chinese sentences with
 embedded values of every type, and negative sentences full of look-alikes
 (prices, dates, order numbers, versions, ISBNs, timestamps, one-digit
-mutations of valid IDs and cards). The ground truth is the span each value was
-inserted at; a finding counts only with the exact span and the right type.
+mutations of valid IDs and cards, Luhn-valid order numbers). Every card number
+Faker makes is used: those outside the issued ranges (12-digit Maestro, JCB
+"35xx" below 3528) only after a card cue, because without one datawheel does not
+claim them on purpose. Some values are disguised as people and attackers type
+them: full-width, or with zero-width characters between the digits.
+
+Texts pass the screen's normalization (NFKC, invisible characters dropped)
+before detection, as on the write path; the ground truth is the span of each
+value in the normalized text, and a finding counts only with the exact span and
+the right type. A last table checks user ids: PII-shaped ones must be refused,
+pseudonymous ones accepted.
 
 Needs ``faker``. Presidio is optional (``presidio-analyzer`` and a spaCy English
 pipeline package); without it only datawheel's figures are printed.
@@ -17,20 +26,24 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import ipaddress
 import json
 import random
 import string
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from urllib.parse import quote
 
 from faker import Faker
 
-from datawheel.errors import ConfigError
-from datawheel.privacy.checksums import card_iin_ok, gb11643_check_char, iban_ok, luhn_ok
+from datawheel.errors import ConfigError, InvalidInput
+from datawheel.privacy.checksums import card_iin_ok, gb11643_check_char, iban_ok, luhn_check_digit, luhn_ok
 from datawheel.privacy.detectors import DEFAULT_DETECTORS, PresidioDetector, detect
+from datawheel.privacy.policy import Policy
+from datawheel.privacy.screen import Screen, normalize
 
 TYPES = ("EMAIL", "PHONE", "CN_ID", "CARD", "IBAN", "IP", "URL_SECRET", "SECRET")
 PRESIDIO_MAP = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CARD", "IBAN_CODE": "IBAN",
@@ -39,6 +52,10 @@ IBAN_LOCALES = ("de_DE", "en_GB", "fr_FR", "es_ES", "it_IT", "nl_NL", "de_CH", "
                 "pt_PT", "cs_CZ", "da_DK", "fi_FI", "no_NO", "sk_SK", "tr_TR")
 INTL_PHONE_LOCALES = ("en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "en_IN")
 B62 = string.ascii_letters + string.digits
+FULL_WIDTH = str.maketrans({chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)})
+ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+# Card templates with no card cue: only numbers in an issued range are expected to be found there.
+CUELESS = {"用{v}支付了订单{n}", "The deposit of {date} went through on {v}."}
 
 # Templates: {v} is the value; {name}, {company}, {city}, {addr}, {date}, {n} are filler.
 EN = {
@@ -51,7 +68,8 @@ EN = {
     "CN_ID": ["My ID number is {v}, issued in {city}.", "Passenger {name}, ID {v}.", "Resident ID: {v}",
               "The form says {v} but my ID expired on {date}."],
     "CARD": ["Charge it to my card {v}, expiry 09/27.", "{name} paid with {v} on {date}.", "Card number: {v}",
-             "Please refund the {v} card, order {n}."],
+             "Please refund the {v} card, order {n}.", "Maestro {v}, holder {name}", "my debit card is {v}",
+             "The deposit of {date} went through on {v}."],
     "IBAN": ["Wire the deposit to {v} by {date}.", "Our account: {v} ({company})", "IBAN {v}, reference {n}.",
              "{name} asked to be paid into {v}."],
     "IP": ["Login from {v} was blocked on {date}.", "The server at {v} stopped responding.", "whitelist {v} please",
@@ -70,7 +88,8 @@ ZH = {
     "PHONE": ["电话{v}联系", "我的手机号是{v}，请尽快回电", "{name}，手机{v}，住在{addr}", "有事请拨打{v}。",
               "联系方式：{v}（{company}）", "收件人{name}{v}{addr}"],
     "CN_ID": ["身份证号{v}，姓名{name}", "我的身份证是{v}。", "证件号码：{v}，住址{addr}", "{name}{v}已登记"],
-    "CARD": ["我的卡号是{v}，请退款", "银行卡{v}，持卡人{name}", "用{v}支付了订单{n}"],
+    "CARD": ["我的卡号是{v}，请退款", "银行卡{v}，持卡人{name}", "用{v}支付了订单{n}", "信用卡：{v}",
+             "借记卡{v}已挂失"],
     "IBAN": ["请汇款到{v}，谢谢", "收款账户{v}（{company}）"],
     "IP": ["服务器{v}无法访问", "登录IP：{v}，时间{date}"],
     "URL_SECRET": ["下载地址{v}请勿外传", "备份链接：{v}"],
@@ -92,7 +111,9 @@ NEGATIVE = [
     "Call volume was {qty} on {date}.", "Population {ordinary2} in {year}, growth 1.2.3%", "{mac} is the MAC",
     "Scores: 12:30:45 and 10:20", "{ordinary} rows scanned in {secs}s", "Account {ordinary} was closed on {date}.",
     "照片尺寸 1920x1080，拍摄于{date}", "Model v2.13.0.1.5 released", "Barcode {ean}, {price}", "Agent: {ua}",
-    "The ratio was {float} at {clock}.",
+    "The ratio was {float} at {clock}.", "Order {luhn12} was packed on {date}.", "订单{luhn12}已发货",
+    "Invoice {luhn_35xx} paid in full.", "Reference {luhn12}, {qty} items", "订单号{order_fw}，{date}发货",
+    "Ticket {luhn_35xx} closed on {date}.",
 ]
 
 
@@ -104,6 +125,7 @@ class Corpus:
         self.iban_fakers = [Faker(loc) for loc in IBAN_LOCALES]
         self.phone_fakers = [Faker(loc) for loc in INTL_PHONE_LOCALES]
         self.skipped: Counter[str] = Counter()
+        self.disguised: Counter[str] = Counter()
 
     # -- values ------------------------------------------------------------------------------------------
     def email(self) -> str:
@@ -142,20 +164,31 @@ class Corpus:
         return body + (check.lower() if check == "X" and self.rng.random() < 0.2 else check)
 
     def card(self) -> str:
-        while True:
-            number = self.en.credit_card_number()
-            if not (13 <= len(number) <= 19 and luhn_ok(number)):
-                self.skipped[f"card with {len(number)} digits (datawheel covers 13-19)"] += 1
-            elif not card_iin_ok(number):
-                self.skipped[f"card prefix {number[:2]}xx outside the issued ranges (e.g. JCB is 3528-3589)"] += 1
-            else:
-                break
+        number = self.en.credit_card_number()
+        assert 12 <= len(number) <= 19 and luhn_ok(number), number
         style = self.rng.random()
         if style < 0.5:
             return number
         sep = " " if style < 0.8 else "-"
         cuts = (4, 10) if len(number) in (14, 15) else tuple(range(4, len(number), 4))  # Amex/Diners 4-6-5/4-6-4
         return sep.join(number[a:b] for a, b in zip((0, *cuts), (*cuts, None)))
+
+    def luhn(self, prefix: str, length: int) -> str:
+        body = prefix + "".join(self.rng.choice(string.digits) for _ in range(length - len(prefix) - 1))
+        return body + luhn_check_digit(body)
+
+    def disguise(self, value: str, kind: str) -> str:
+        """As people and attackers type it: full-width, or zero-width characters between the digits."""
+        roll = self.rng.random()
+        if roll < 0.9 or kind not in ("EMAIL", "PHONE", "CN_ID", "CARD", "IBAN"):
+            return value
+        if kind == "EMAIL" or roll < 0.95:
+            self.disguised["full-width"] += 1
+            return value.translate(FULL_WIDTH) if kind == "EMAIL" else \
+                "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in value)
+        self.disguised["zero-width characters between digits"] += 1
+        return "".join(c + self.rng.choice(ZERO_WIDTH) if c.isdigit() and self.rng.random() < 0.3 else c
+                       for c in value[:-1]) + value[-1]
 
     def iban(self) -> str:
         value = self.rng.choice(self.iban_fakers).iban()
@@ -222,22 +255,29 @@ class Corpus:
                 "n": str(self.rng.randrange(1000, 99999))}
 
     def positive(self) -> tuple[str, list[tuple[str, int, int]]]:
+        """A text and its values' spans in the *normalized* text, where detection runs."""
         if self.rng.random() < 0.2:  # two values in one text, English or Chinese joined
             (a, sa), (b, sb) = self.positive(), self.positive()
             joint = self.rng.choice([" ", "\n", "；", " and also: "])
-            shift = len(a) + len(joint)
+            shift = len(normalize(a + joint))
             return a + joint + b, sa + [(t, s + shift, e + shift) for t, s, e in sb]
         kind = self.rng.choice((*TYPES, "ASSIGN"))
         zh = self.rng.random() < 0.4
-        template = self.rng.choice((ZH if zh else EN)[kind])
         makers = {"EMAIL": self.email, "PHONE": lambda: self.phone(zh), "CN_ID": self.cn_id, "CARD": self.card,
                   "IBAN": self.iban, "IP": self.ip, "URL_SECRET": self.url_secret, "SECRET": self.secret,
                   "ASSIGN": self.en.password}
         value = makers[kind]()
-        head, tail = template.split("{v}")
+        templates = (ZH if zh else EN)[kind]
+        if kind == "CARD" and not card_iin_ok(value.replace(" ", "").replace("-", "")):
+            self.skipped["card outside the issued ranges (12-digit Maestro, JCB 35xx < 3528): cued templates only"] += 1
+            templates = [t for t in templates if t not in CUELESS]
+        head, tail = self.rng.choice(templates).split("{v}")
         fill = self.filler(zh)
         head, tail = head.format(**fill), tail.format(**fill)
-        return head + value + tail, [("SECRET" if kind == "ASSIGN" else kind, len(head), len(head) + len(value))]
+        shown = self.disguise(value, kind)
+        text, start = head + shown + tail, len(normalize(head))
+        assert normalize(text) == normalize(head) + value + normalize(tail), text
+        return text, [("SECRET" if kind == "ASSIGN" else kind, start, start + len(value))]
 
     def mutate(self, value: str) -> str:
         positions = [i for i, c in enumerate(value) if c.isdigit()]
@@ -268,7 +308,9 @@ class Corpus:
             "bad_id": self.mutate(self.cn_id()), "bad_card": self.mutate(self.card()),
             "name": en.name(), "addr": en.address().replace("\n", ", "), "city": en.city(),
             "addr_cn": self.zh.address(), "postcode": self.zh.postcode(), "year": str(rng.randrange(1900, 2030)),
-            "mac": en.mac_address(),
+            "mac": en.mac_address(), "luhn12": self.luhn(rng.choice("123456789"), 12),
+            "luhn_35xx": self.luhn(f"35{rng.randrange(28):02d}", 16),
+            "order_fw": "".join(chr(ord(c) + 0xFEE0) for c in str(rng.randrange(10**11, 10**12))),
         }
         return rng.choice(NEGATIVE).format(**values), []
 
@@ -300,13 +342,55 @@ def is_english(text: str) -> bool:
 
 
 def run_datawheel(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
-    preds = [[(f.type, f.start, f.end) for f in detect(t, DEFAULT_DETECTORS)] for t in texts]
+    """Findings on the raw texts as the screen sees them (normalized first), and texts per second."""
+    preds = [[(f.type, f.start, f.end) for f in detect(normalize(t), DEFAULT_DETECTORS)] for t in texts]
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < 2.0 or runs < 3:
         for t in texts:
-            detect(t, DEFAULT_DETECTORS)
+            detect(normalize(t), DEFAULT_DETECTORS)
         runs += 1
     return preds, runs * len(texts) / (time.perf_counter() - start)
+
+
+def user_ids(gen: Corpus, n: int) -> list[tuple[str, bool, str]]:
+    """(kind, shaped like personal data, id): what clients send as user ids, good and bad."""
+    rng, en, zh = gen.rng, gen.en, gen.zh
+    pii: dict[str, Callable[[], str]] = {
+        "e-mail": en.email, "e-mail, full-width": lambda: en.email().translate(FULL_WIDTH),
+        "CN resident ID": zh.ssn, "CN mobile": zh.phone_number, "phone, E.164": lambda: "+86" + zh.phone_number(),
+        "prefixed mobile (wx-…)": lambda: f"wx-{zh.phone_number()}",
+        "card, issued range": lambda: en.credit_card_number(rng.choice(["visa", "mastercard", "amex", "discover"])),
+        # not refused, on purpose: unnamed, such numbers cannot be told from numeric ids (one in ten passes Luhn)
+        "card, Maestro-12/JCB 35xx": lambda: en.credit_card_number(rng.choice(["maestro", "jcb16"])),
+    }
+    pseudonymous: dict[str, Callable[[], str]] = {
+        "UUID": lambda: str(uuid.UUID(int=rng.getrandbits(128))),
+        "sha1 hex": lambda: hashlib.sha1(rng.randbytes(8)).hexdigest(),
+        "sha256 hex, 16": lambda: hashlib.sha256(rng.randbytes(8)).hexdigest()[:16],
+        "user_<n>": lambda: f"user_{rng.randrange(10**7)}",
+        "numeric, 4-9 digits": lambda: str(rng.randrange(10**3, 10**9)),
+        "random base62, 22": lambda: "".join(rng.choice(B62) for _ in range(22)),
+        "auth0|hex": lambda: "auth0|" + rng.randbytes(12).hex(),
+    }
+    return [(kind, is_pii, make()) for is_pii, makers in ((True, pii), (False, pseudonymous))
+            for kind, make in makers.items() for _ in range(n)]
+
+
+def print_user_ids(gen: Corpus, n: int) -> None:
+    screen = Screen(Policy(), "benchmark-key", detectors=DEFAULT_DETECTORS)
+    refused: Counter[str] = Counter()
+    kinds: dict[str, bool] = {}
+    for kind, is_pii, value in user_ids(gen, n):
+        kinds[kind] = is_pii
+        try:
+            screen.check_user_id(value)
+        except InvalidInput:
+            refused[kind] += 1
+    print(f"\nuser ids ({n} of each kind): Screen.check_user_id")
+    print(f"{'kind':<26} {'PII-shaped':>10} {'refused':>9}")
+    for kind, is_pii in kinds.items():
+        print(f"{kind:<26} {'yes' if is_pii else 'no':>10} {pct(refused[kind], n):>9}")
+    print("  (12-digit Maestro and JCB below 3528 pass: with no card cue they cannot be told from numeric ids)")
 
 
 def run_presidio(corpus, threshold: float):
@@ -347,16 +431,19 @@ def main() -> None:
     parser.add_argument("--no-presidio", action="store_true", help="skip Presidio even if it is installed")
     parser.add_argument("--presidio-threshold", type=float, default=0.0, help="Presidio's score threshold")
     parser.add_argument("--show-errors", type=int, default=0, help="print up to N misses and false alarms")
+    parser.add_argument("--user-ids", type=int, default=500, help="user ids of each kind to check")
     args = parser.parse_args()
 
     gen = Corpus(args.seed)
-    corpus = gen.build(args.n)
-    texts = [t for t, _ in corpus]
+    raw = gen.build(args.n)
+    corpus = [(normalize(t), truth) for t, truth in raw]  # the ground truth is in the normalized text
     print(f"corpus: {len(corpus)} texts ({sum(1 for _, s in corpus if not s)} negative), seed {args.seed}")
     for reason, count in sorted(gen.skipped.items()):
-        print(f"  Faker value left out of the corpus: {reason} x{count}")
+        print(f"  Faker value placed apart: {reason} x{count}")
+    for how, count in sorted(gen.disguised.items()):
+        print(f"  values disguised: {how} x{count}")
 
-    dw_preds, dw_rate = run_datawheel(texts)
+    dw_preds, dw_rate = run_datawheel([t for t, _ in raw])
     dw = score(corpus, dw_preds)
     subset = corpus[: args.presidio_n] if args.presidio_n else corpus
     presidio, why_not = (None, "Presidio skipped (--no-presidio)") if args.no_presidio else \
@@ -385,7 +472,7 @@ def main() -> None:
                      f" {pct(pr_en[t][1], pr_en[t][0]):>17}")
         print(line)
     print()
-    print(f"datawheel detect: {dw_rate:,.0f} texts/s (pattern detectors, one process)")
+    print(f"datawheel normalize + detect: {dw_rate:,.0f} texts/s (pattern detectors, one process)")
     if presidio:
         _, rate, unmapped, on_values, model = presidio
         print(f"Presidio analyzer ({model}, threshold {args.presidio_threshold}): {rate:,.1f} texts/s "
@@ -399,6 +486,7 @@ def main() -> None:
               + ", ".join(t for t in TYPES if t not in PRESIDIO_MAP.values() and t != "URL_SECRET"))
     else:
         print(why_not)
+    print_user_ids(gen, args.user_ids)
     if args.show_errors:
         shown = 0
         for (text, truth), preds in zip(corpus, dw_preds):

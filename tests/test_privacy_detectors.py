@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import re
 import sys
+import unicodedata
+import zlib
 from datetime import date
 
 import pytest
+from faker import Faker
+from faker.providers.credit_card import Provider as CardProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +26,7 @@ from datawheel.privacy.checksums import (
     luhn_ok,
 )
 from datawheel.privacy.detectors import DEFAULT_DETECTORS, Detector, Finding, PresidioDetector, detect
+from datawheel.privacy.screen import normalize
 
 DIGITS = "0123456789"
 UPPER_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + DIGITS
@@ -275,3 +281,187 @@ def test_presidio_detector_when_available():
         pytest.skip(str(exc))
     text = "write to li.wei@example.org please"
     assert Finding("EMAIL_ADDRESS", 9, 9 + len("li.wei@example.org")) in detector.find(text)
+
+
+# --- Values from outside this code: Faker's generators, checked against the networks' published rules ---------
+
+FAKER_CARD_TYPES = sorted(CardProvider.credit_card_types)  # maestro, mastercard, visa13/16/19, amex, jcb15/16, ...
+ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+
+
+def faker_for(name: str, locale: str = "en_US") -> Faker:
+    fake = Faker(locale)
+    fake.seed_instance(zlib.crc32(name.encode()))  # the same values on every run and every machine
+    return fake
+
+
+def full_width(value: str) -> str:
+    """Digits and ASCII as a Chinese or Japanese input method types them: "４１１１", "＋８６"."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in value)
+
+
+def zero_width_split(value: str, seed: int) -> str:
+    """A zero-width character after every digit but the last: invisible to a reader, a wall to a regex."""
+    marks = itertools.cycle(ZERO_WIDTH[seed % len(ZERO_WIDTH):] + ZERO_WIDTH[:seed % len(ZERO_WIDTH)])
+    return "".join(c + next(marks) if c.isdigit() else c for c in value[:-1]) + value[-1]
+
+
+def grouped(number: str, sep: str) -> str:
+    """As printed on the card: Amex and Diners 4-6-5 / 4-6-4, the others in fours."""
+    cuts = (4, 10) if len(number) in (14, 15) else tuple(range(4, len(number), 4))
+    return sep.join(number[a:b] for a, b in zip((0, *cuts), (*cuts, None)))
+
+
+def card_forms(number: str) -> list[str]:
+    return [number, grouped(number, " "), grouped(number, "-"), full_width(grouped(number, " ")),
+            grouped(number, "\u2013"), grouped(number, "\u3000")]  # en dash, ideographic space
+
+
+def expected_without_cue(card_type: str, number: str) -> bool:
+    """Whether a bare number of this Faker type is in a range its network issues at that length (ISO/IEC 7812
+    ranges as the networks publish them). Maestro's 12 digits are issued but are not claimed unnamed: one
+    12-digit number in ten passes Luhn. JCB issues 3528-3589; Faker's "jcb" draws any 35xx."""
+    if card_type == "maestro":
+        return len(number) >= 13
+    if card_type in ("jcb", "jcb16"):
+        return 3528 <= int(number[:4]) <= 3589
+    return True
+
+
+CARD_CUES = ["Card number: {v}", "{name} paid with {v} yesterday", "charge my debit card {v}, exp 09/27",
+             "Maestro {v}", "refund the {v} card please", "卡号{v}，请退款", "银行卡：{v}", "信用卡{v}已挂失",
+             "用这张卡{v}付款", "借记卡 {v}"]
+
+
+@pytest.mark.parametrize("card_type", FAKER_CARD_TYPES)
+def test_faker_cards_named_by_a_cue_are_found_in_every_form(card_type):
+    """Every card type Faker makes, 12-digit Maestro and JCB's 35xx included, is found after (or before) a card
+    cue: plain, grouped by spaces or dashes, full-width, with an en dash or an ideographic space."""
+    fake = faker_for(card_type)
+    for i in range(12):
+        number = fake.credit_card_number(card_type)
+        for form in card_forms(number):
+            template = CARD_CUES[i % len(CARD_CUES)]
+            text = template.format(v=form, name=fake.first_name())
+            assert_found(text, form, "CARD")
+
+
+@pytest.mark.parametrize("card_type", FAKER_CARD_TYPES)
+def test_faker_cards_without_a_cue_are_found_when_in_an_issued_range(card_type):
+    """Unnamed, a Luhn-valid number is a card only in a range its network issues; 12-digit Maestro numbers and
+    JCB's unissued 35xx stay unflagged, like the order numbers they cannot be told from."""
+    fake = faker_for(card_type + "-bare")
+    for i in range(30):
+        number = fake.credit_card_number(card_type)
+        form = card_forms(number)[i % 4]
+        text = f"{['see', '你好', 'thanks,'][i % 3]} {form} {['ok', '谢谢', 'then'][i % 3]}"
+        cards = [text[f.start:f.end] for f in detect(text) if f.type == "CARD"]
+        assert cards == ([form] if expected_without_cue(card_type, number) else []), (card_type, text)
+
+
+@pytest.mark.parametrize("card_type", FAKER_CARD_TYPES)
+def test_faker_cards_with_a_wrong_check_digit_are_not_cards_even_after_a_cue(card_type):
+    """The cue widens the prefixes, never the checksum: a mistyped number after "card" is not reported."""
+    fake = faker_for(card_type + "-typo")
+    for _ in range(10):
+        number = fake.credit_card_number(card_type)
+        typo = number[:-1] + str((int(number[-1]) + 1) % 10)
+        for text in (f"Card number: {typo}", f"卡号{grouped(typo, ' ')}"):
+            assert [f for f in detect(text) if f.type == "CARD"] == [], text
+
+
+@pytest.mark.parametrize("text", ["order 503891417779 shipped", "订单503891417779已发货", "Invoice 3503417684878707",
+                                  "ref 676363170660, 3 items", "503891417779 rows scanned"])
+def test_unnamed_luhn_valid_order_numbers_are_not_cards(text):
+    """12-digit and 35xx numbers that pass Luhn are cards only when named: "order", "invoice" and nothing at all
+    do not name them (the numbers here are Faker Maestro/JCB values)."""
+    assert [f for f in detect(text) if f.type == "CARD"] == []
+
+
+def cn_id_forms(value: str) -> list[str]:
+    return [value, f"{value[:6]} {value[6:14]} {value[14:]}", f"{value[:6]}-{value[6:10]}-{value[10:14]}-{value[14:]}",
+            full_width(value), value.lower()]
+
+
+def test_faker_zh_cn_resident_ids_are_found_in_every_form():
+    """Faker's zh_CN ``ssn()`` (GB 11643-1999 IDs) in Chinese and English text: compact, grouped 6-8-4 or
+    6-4-4-4 as forms print them, full-width, and with a lower-case x."""
+    fake = faker_for("cn-id", "zh_CN")
+    for i in range(40):
+        value = fake.ssn()
+        for form in cn_id_forms(value):
+            text = [f"身份证号{form}，姓名{fake.name()}", f"Passenger ID {form}.", f"证件号码：{form}"][i % 3]
+            assert_found(text, form, "CN_ID")
+
+
+E164_LOCALES = ("en_GB", "de_DE", "fr_FR", "it_IT", "es_ES", "nl_NL", "pt_BR", "en_IN", "en_AU")
+
+
+def faker_e164(n: int) -> list[str]:
+    """International numbers from Faker's locales, rewritten to E.164: "+", country code, national number
+    without the trunk "(0)" (Italy keeps its leading 0, as E.164 does); and mainland mobiles as +86."""
+    out = []
+    for loc in E164_LOCALES:
+        fake = faker_for("e164", loc)
+        while len(out) < n * (E164_LOCALES.index(loc) + 1):
+            number = fake.phone_number()
+            if number.startswith("+"):
+                out.append("+" + re.sub(r"\D", "", number.replace("(0)", "")))
+    zh = faker_for("e164", "zh_CN")
+    return out + ["+86" + zh.phone_number() for _ in range(n)]
+
+
+@pytest.mark.parametrize("value", faker_e164(6))
+def test_faker_phone_numbers_in_e164_are_found_plain_and_full_width(value):
+    """E.164 numbers ("+442074960074") are found between English or Chinese words, and typed full-width."""
+    assert 8 <= len(value) - 1 <= 15
+    for form in (value, full_width(value)):
+        assert_found(f"call {form} today", form, "PHONE")
+        assert_found(f"电话{form}联系", form, "PHONE")
+
+
+def test_zero_width_characters_do_not_hide_numbers():
+    """A zero-width space, joiner, word joiner or BOM between the digits of a card, an ID, a mobile or an E.164
+    number is gone after the screen's normalization, and the number is found whole."""
+    fake, zh = faker_for("zw"), faker_for("zw", "zh_CN")
+    values = [("CARD", "card ", fake.credit_card_number(t)) for t in FAKER_CARD_TYPES]
+    values += [("CN_ID", "身份证", zh.ssn()) for _ in range(5)]
+    values += [("PHONE", "电话", zh.phone_number()) for _ in range(5)]
+    values += [("PHONE", "call ", v) for v in faker_e164(1)]
+    for i, (kind, cue, value) in enumerate(values):
+        for form in (zero_width_split(value, i), zero_width_split(full_width(value), i)):
+            text = normalize(f"{cue}{form} ok")
+            assert text == unicodedata.normalize("NFKC", f"{cue}{value} ok"), repr(form)
+            assert_found(text, value, kind)
+
+
+def test_other_scripts_digits_are_read_as_digits():
+    """Arabic-Indic, Devanagari and mathematical digits are digits to a reader, so to the detectors too; the
+    span is the one in the text as given."""
+    for digits in ("٠١٢٣٤٥٦٧٨٩", "०१२३४५६७८९", "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗"):
+        value = "4111111111111111".translate(str.maketrans("0123456789", digits))
+        assert_found(f"card {value} ok", value, "CARD")
+
+
+# Shapes NFKC produces from Chinese punctuation ("，" -> ",", "：" -> ":", "；" -> ";"), and card groupings.
+NORMALIZED_SHAPES = [
+    ("13812345678,13912345678", [("PHONE", "13812345678"), ("PHONE", "13912345678")]),
+    ("电话13812345678,卡号4111111111111111", [("PHONE", "13812345678"), ("CARD", "4111111111111111")]),
+    ("4111111111111111 4012888888881881", [("CARD", "4111111111111111"), ("CARD", "4012888888881881")]),
+    ("登录IP:2001:db8::8a2e:370:7334,时间", [("IP", "2001:db8::8a2e:370:7334")]),
+    ("地址:fe80::1", [("IP", "fe80::1")]),
+    ("链接:https://x.example.com/a?token=abc123;谢谢", [("URL_SECRET", "https://x.example.com/a?token=abc123")]),
+    ("see https://x.example.com/a?token=abc123;then", [("URL_SECRET", "https://x.example.com/a?token=abc123")]),
+    ("卡号622202 1234567890128", [("CARD", "622202 1234567890128")]),
+    ("card 41111111 1111 1111", [("CARD", "41111111 1111 1111")]),
+    ("身份证 110105 19491231 002X。", [("CN_ID", "110105 19491231 002X")]),
+    ("pi 3,4111111111111111", []), ("total 4155552671,00 EUR", []), ("4111 1111 1111 1111 1", []),
+    ("hash 0049532011717b14a9", []), ("time 12:30:45", []),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NORMALIZED_SHAPES)
+def test_shapes_after_normalization(text, expected):
+    """A list of numbers joined by a comma is two numbers, a decimal comma is not a list, a label's colon does
+    not glue to an address, a word after ";" is not part of a URL, and cards keep their common groupings."""
+    assert [(f.type, text[f.start:f.end]) for f in detect(text)] == expected

@@ -7,20 +7,64 @@ typed placeholder (``<EMAIL>``), by a keyed pseudonym (``<EMAIL:kdjfhgpalemc>``:
 the same value always gives the same token, and the token cannot be reversed
 without the workspace key), or the whole record is refused. Replacements
 contain no digits and no ``@``, so cleaning is idempotent.
+
+The screen cleans what it is given whoever prepared it: every string is
+normalized first (:func:`normalize`), so a card number typed in full-width
+digits or split by zero-width spaces is found like the plain one. User ids are
+not cleaned but checked (:meth:`Screen.check_user_id`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from datawheel.errors import ConsentRequired, PolicyRejected
-from datawheel.privacy.detectors import DEFAULT_DETECTORS, Detector, PresidioDetector, detect
+from datawheel.errors import ConsentRequired, InvalidInput, PolicyRejected
+from datawheel.privacy.detectors import DEFAULT_DETECTORS, Detector, Finding, PresidioDetector, detect
 from datawheel.privacy.policy import Policy
 
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_PASSES = 4  # of detection per field; a text needing more is a contrived run of numbers with no word between
+# Invisible format characters: soft hyphen, Mongolian vowel separator, zero-width space/joiners, bidi marks
+# and embeddings, word joiner and invisible operators, bidi isolates, the byte-order mark.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+")
+# Separators inside a user id that may hide a number from the patterns' boundaries ("wx-13812345678").
+_ID_SEPARATORS = re.compile(r"[_.:/|\\-]")
+
+
+def _joinable(ch: str) -> bool:
+    """A character that a joiner or bidi mark may legitimately sit next to: a letter, mark or emoji of a
+    script that uses them (Arabic, Persian, Indic, emoji sequences) -- never ASCII, a digit, or CJK."""
+    if not ch or ch.isascii() or ch.isdigit():
+        return False
+    cp, category = ord(ch), unicodedata.category(ch)
+    if 0x2E80 <= cp <= 0xFFEF or cp >= 0x20000:
+        return False
+    return category[0] in "LM" or category in ("So", "Sk")
+
+
+def _drop_invisible(m: re.Match[str]) -> str:
+    before = m.string[m.start() - 1] if m.start() else ""
+    after = m.string[m.end()] if m.end() < len(m.string) else ""
+    return m.group() if _joinable(before) and _joinable(after) else ""
+
+
+def normalize(text: str) -> str:
+    """NFKC, then without the invisible characters that can hide a value from the patterns.
+
+    NFKC makes full-width and compatibility forms (４１１１, ①, ｍａｉｌ＠…) plain; a zero-width space
+    between two digits splits a card number for a regex but not for a reader, so it goes. A joiner
+    between two letters of a script that needs it (Persian ZWNJ, emoji ZWJ sequences) stays: removing
+    it would change the words, and no pattern runs through such letters.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if _INVISIBLE.search(text):
+        text = unicodedata.normalize("NFKC", _INVISIBLE.sub(_drop_invisible, text))
+    return text
 
 
 class Screen:
@@ -38,9 +82,24 @@ class Screen:
         return f"<{pii_type}:{digest.translate(_LETTERS)}>"
 
     def clean_text(self, text: str, field: str) -> str:
-        findings = detect(text, self.detectors)
-        if not findings:
-            return text
+        """``text`` normalized, with each finding replaced as the policy says, or PolicyRejected."""
+        return self._clean(normalize(text), field)
+
+    def _clean(self, text: str, field: str, context: str = "") -> str:
+        """Findings replaced until none is left; ``context`` (a metadata key) is read for cues only.
+
+        One pass is not always enough: in "13812345678 4111111111111111" the card looks like the tail of a
+        longer number until the phone before it is a placeholder. Each pass replaces digits by letters, so
+        a few passes reach the text that a further one would leave alone.
+        """
+        for _ in range(_PASSES):
+            findings = detect(text, self.detectors, context)
+            if not findings:
+                break
+            text = self._replace(text, findings, field)
+        return text
+
+    def _replace(self, text: str, findings: Sequence[Finding], field: str) -> str:
         refused = sorted({f.type for f in findings if self.policy.action(f.type) == "reject"})
         if refused:
             for f in findings:
@@ -66,10 +125,50 @@ class Screen:
         return None if text is None else self.clean_text(text, field)
 
     def clean_meta(self, meta: Mapping[str, Any] | None, field: str = "metadata") -> dict | None:
+        """Keys and values cleaned; errors name a value by its cleaned key, so a key that held personal data
+        is not quoted back."""
         if meta is None:
             return None
-        return {self.clean_text(k, f"{field} key"): self.clean_text(v, f"{field}.{k[:32]}") if isinstance(v, str) else v
-                for k, v in meta.items()}
+        out = {}
+        for k, v in meta.items():
+            key = self.clean_text(k, f"{field} key")
+            out[key] = self._clean_meta_value(key, v, f"{field}.{key[:32]}")
+        return out
+
+    def _clean_meta_value(self, key: str, value: Any, field: str) -> Any:
+        """Strings are cleaned with their key as the cue; an integer is personal data too when its digits are
+        ({"phone": 13812345678}), and is then replaced by the placeholder string."""
+        if isinstance(value, str):
+            return self._clean(normalize(value), field, context=f"{key}: ")
+        if isinstance(value, int) and not isinstance(value, bool):
+            digits = str(value)
+            cleaned = self._clean(digits, field, context=f"{key}: ")
+            return value if cleaned == digits else cleaned
+        return value
+
+    def check_user_id(self, user_id: str, field: str = "user_id") -> str:
+        """``user_id`` unchanged, or InvalidInput when it looks like personal data.
+
+        Refused, not cleaned: an id is a join key, so redacting it would merge every "<EMAIL>" user into
+        one, and pseudonymizing it here would still leave the raw value in URLs, access logs and the
+        client's next call (export, erasure), which the screen never sees. Only the client can send an
+        id that carries no one's e-mail, phone, ID or card number, so it is told to. The id is checked in
+        its NFKC form, also with its separators read as spaces ("wx-13812345678"), and returned as given
+        so every route keeps meaning the same user. Numeric ids shaped like a phone or a card number are
+        refused too: the patterns cannot tell them apart, and a pseudonymous id need not be numeric.
+        Presidio, when enabled, is not asked: it reads random ids as names.
+        """
+        detectors = [d for d in self.detectors if not isinstance(d, PresidioDetector)]
+        plain = normalize(user_id)
+        findings = detect(plain, detectors) or detect(_ID_SEPARATORS.sub(" ", plain), detectors)
+        if findings:
+            for f in findings:
+                self._count(f.type, "reject")
+            # The value is never echoed: the message would carry the very data it refuses.
+            raise InvalidInput("looks like personal data (an e-mail address, phone, ID, card or account "
+                               "number); send a pseudonymous id instead, such as a random UUID or a keyed hash "
+                               "of your own user key", field)
+        return user_id
 
     def requirement(self, source: str) -> Callable[[Mapping[str, bool]], None]:
         """A check of the consent in force, run inside the write so a refused record leaves no trace."""
