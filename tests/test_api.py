@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
+from urllib.parse import quote
 
 import pytest
 from PIL import Image
@@ -12,6 +14,8 @@ from PIL import Image
 from conftest import ADMIN, APP, make_client
 from datawheel.store.store import Store
 from datawheel.tasks.image import to_png_base64
+
+PIXELS = {"pixels": [[0, 0, 0], [0, 255, 0], [0, 255, 0]]}
 
 
 def digit_input(splits, n: int = 0) -> dict:
@@ -116,7 +120,22 @@ def test_feedback_validation_and_user_isolation(client, splits):
     missing = client.post("/v1/feedback", headers=APP, json={"interaction_id": "0" * 32, "user_id": "alice",
                                                             "label": "1"})
     assert other.status_code == missing.status_code == 404
-    assert other.json()["detail"] == missing.json()["detail"].replace("0" * 32, iid)
+    # one answer for "not yours" and "not there", and neither quotes the id it was sent (it may be anything)
+    assert other.json() == missing.json() and iid not in other.text and "0" * 32 not in missing.text
+    email = client.post("/v1/feedback", headers=APP, json={"interaction_id": "alice@example.com", "user_id": "alice",
+                                                           "label": "1"})
+    assert email.status_code == 404 and "alice" not in email.json()["detail"]
+
+
+@pytest.mark.parametrize("rating", [True, False, 1.0, -1.0, 0, 2, "1"])
+def test_a_rating_is_the_integer_minus_one_or_one(client, splits, rating):
+    """Strict means strict: JSON true and 1.0 equal 1 in Python, and are still refused."""
+    iid = predict(client, splits, user="alice")["interaction_id"]
+    resp = client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "alice", "rating": rating})
+    assert resp.status_code == 422 and "rating" in resp.json()["detail"]
+    for good in (1, -1):
+        assert client.post("/v1/feedback", headers=APP, json={"interaction_id": iid, "user_id": "alice",
+                                                              "rating": good}).status_code == 201
 
 
 def test_contributions_and_external_interactions(client, splits):
@@ -306,3 +325,95 @@ def test_a_cycle_can_be_asked_to_warm_start(client, splits, ws):
     cycle = client.get(f"/v1/cycles/{cycle_id}", headers=ADMIN).json()
     assert cycle["status"] == "done" and cycle["params"] == {"warm_start": True}
     assert ws.store.get_model(cycle["candidate_version"])["train_info"]["warm_start_from"] == 1
+
+
+def post_raw(client, path: str, body: dict, headers=APP):
+    """``body`` as ASCII JSON, so a lone surrogate travels as the ``\\ud800`` escape a client would send."""
+    return client.post(path, headers={**headers, "Content-Type": "application/json"},
+                       content=json.dumps(body, ensure_ascii=True).encode("ascii"))
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/predict", {"user_id": "sam", "input": PIXELS, "metadata": {"k": f"a{LONE}"}}, "metadata value"),
+    ("/v1/predict", {"user_id": "sam", "input": PIXELS, "metadata": {f"k{LONE}": "v"}}, "metadata key"),
+    ("/v1/predict", {"user_id": f"sam{LONE}", "input": PIXELS}, "user_id"),
+    ("/v1/predict", {"user_id": "sam", "input": {"text": f"hi {LONE}"}}, "input"),
+    ("/v1/predict", {"user_id": "sam", "input": {f"pixels{LONE}": [[0]]}}, "input"),
+    ("/v1/predict", {"user_id": "sam", "input": PIXELS, "metadata": {"k": "a\x00b"}}, "metadata value"),
+    ("/v1/interactions", {"user_id": "sam", "input": PIXELS, "output_label": "1", "model_name": f"m{LONE}",
+                          "model_version": "1"}, "model_name"),
+    ("/v1/interactions", {"user_id": "sam", "input": PIXELS, "output_label": "1", "model_name": "m",
+                          "model_version": f"1{LONE}"}, "model_version"),
+    ("/v1/contributions", {"user_id": "sam", "input": PIXELS, "label": f"1{LONE}", "consent": {"training": True}},
+     "label"),
+    ("/v1/feedback", {"interaction_id": f"x{LONE}", "user_id": "sam", "rating": 1}, "interaction_id"),
+])
+def test_strings_the_store_cannot_keep_are_refused_at_the_door(client, ws, path, body, field):
+    """A lone surrogate (or NUL) is a 422 naming the field; nothing is stored, so no export can fail on it later."""
+    resp = post_raw(client, path, body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith(field) and LONE not in resp.json()["detail"]
+    assert record_count(ws) == 0
+
+
+def test_a_comment_with_a_lone_surrogate_is_refused_and_the_export_still_answers(client, splits):
+    """Before: accepted with 201, then every export of that user answered 500."""
+    iid = predict(client, splits, user="sam")["interaction_id"]
+    resp = post_raw(client, "/v1/feedback", {"interaction_id": iid, "user_id": "sam", "comment": f"ok {LONE}"})
+    assert resp.status_code == 422 and resp.json()["detail"].startswith("comment")
+    assert client.get("/v1/users/sam/data", headers=APP).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "[1]", '{"a": 1}', str(2 ** 64)])
+def test_metadata_values_are_finite_scalars(client, ws, value):
+    """JSON has no NaN, but Python's parser accepts it; an answer could not carry it back."""
+    raw = json.dumps({"user_id": "sam", "input": PIXELS, "metadata": {"k": 0}}).replace('"k": 0', f'"k": {value}')
+    resp = client.post("/v1/predict", headers={**APP, "Content-Type": "application/json"}, content=raw.encode())
+    assert resp.status_code == 422 and resp.json()["detail"].startswith("metadata value"), resp.text
+    assert record_count(ws) == 0
+
+
+def test_metadata_refusals_never_quote_the_key_or_the_value(client):
+    """A key or value may be personal data; the detail names the limit, not the offending text."""
+    secret = "alice.secret@example.org"
+    for metadata in ({secret * 3: "v"}, {"k": secret * 50}, {secret: [1]},
+                     {f"{secret}{i}": i for i in range(33)}):
+        resp = client.post("/v1/predict", headers=APP, json={"user_id": "sam", "input": PIXELS, "metadata": metadata})
+        assert resp.status_code == 422 and secret not in resp.text and "metadata" in resp.text, resp.text
+
+
+@pytest.mark.parametrize("user_id, ok", [(".", False), ("..", False), ("...", False), ("a@example.org", False),
+                                         ("a b", False), (".a", True), ("a.b", True), ("team:a-1_b", True)])
+def test_user_ids_a_client_can_address(client, user_id, ok):
+    """Dot-only ids are path segments no HTTP client can send as themselves; '@' ids are e-mail addresses."""
+    body = client.post("/v1/predict", headers=APP, json={"user_id": user_id, "input": PIXELS})
+    assert (body.status_code == 200) is ok, body.text
+    if not ok:
+        assert body.json()["detail"].startswith("user_id")
+        # the path refuses the same ids (a dot-only one is resolved away by the HTTP client before it is sent)
+        path = client.put(f"/v1/users/{quote(user_id, safe='')}/consent", headers=APP, json={"training": True})
+        assert 400 <= path.status_code < 500
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/v1/models/{v}/promote"), ("POST", "/v1/models/{v}/shadow"), ("POST", "/v1/models/{v}/canary"),
+    ("GET", "/v1/shadow?version={v}"),
+])
+def test_model_versions_are_bounded_before_the_database_sees_them(client, method, path):
+    """Beyond 2**31 - 1 SQLite overflowed (500 or a dropped connection); now 422. An unknown version in range: 404."""
+    for v, status in ((10 ** 30, 422), (2 ** 31, 422), (0, 422), (-1, 422), (2 ** 31 - 1, 404)):
+        resp = client.request(method, path.format(v=v), headers=ADMIN)
+        assert resp.status_code == status, (v, resp.text)
+        assert set(resp.json()) == {"error", "detail"} and "version" in resp.json()["detail"]
+        if status == 422:
+            assert str(v) not in resp.json()["detail"]
+
+
+def test_unknown_cycles_are_not_quoted_back(client):
+    """The id sent may be anything; the 404 says what is missing, not what was asked for."""
+    resp = client.get("/v1/cycles/alice-at-example", headers=ADMIN)
+    assert resp.status_code == 404 and "alice" not in resp.text
+    assert client.get("/v1/cycles/" + "x" * 65, headers=ADMIN).status_code == 422

@@ -21,6 +21,7 @@ from datawheel.api.responses import (
     FeedbackOut,
     RecordOut,
     ShadowReport,
+    StoredReceipt,
     UserDataOut,
 )
 from datawheel.tasks.image import to_png_base64
@@ -60,7 +61,7 @@ def test_every_json_route_documents_its_answer_and_its_errors(spec):
     """A 2xx with a schema, every 4xx as ErrorOut; keyed routes declare 401/403, routes with input 422."""
     routes = _api_routes()
     operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
-    assert set(operations) == set(routes) and len(routes) == 25
+    assert set(operations) == set(routes) and len(routes) == 26
     problems = []
     for (method, path), op in operations.items():
         route, where = routes[method, path], f"{method.upper()} {path}"
@@ -97,7 +98,7 @@ def test_the_api_version_is_the_package_version(spec):
 
 def test_refusals_have_the_declared_shape(ws, splits):
     """401, 403, 404, 409, 413 and 422 bodies are exactly ErrorOut, and none echoes what was sent."""
-    secret = "alice.secret-value@example.org"
+    secret = "alice.secret-value.example.org"
     with make_client(ws, max_body_bytes=2000) as client:
         ws.store.start_cycle("test")  # a running cycle, so a second one is a conflict
         answers = {
@@ -136,7 +137,9 @@ def test_answers_declare_every_key_the_store_gives(client, splits, ws):
     record_id = export["records"][0]["id"]
     ws.store.add_feedback(record_id=record_id, user_id="zoe", label="1", rating=None, comment=None)
     assert set(ws.store.user_data("zoe", lambda b: {})["records"][0]["feedback"][0]) == _fields(FeedbackOut)
-    assert set(ws.store.erase_user("zoe")) == _fields(ErasureReceipt)
+    receipt = ws.store.erase_user("zoe")
+    assert set(receipt) == _fields(ErasureReceipt)
+    assert set(ws.store.receipt(receipt["receipt_id"])) == _fields(StoredReceipt)
     assert set(ws.store.shadow_report(1)) == _fields(ShadowReport)
     assert set(ws.store.audit_log(1)[0]) == _fields(AuditEntry)
     ws.store.start_cycle("test")

@@ -21,6 +21,7 @@ OPERATIONS = {
     "set_consent": "set_consent",
     "export_user_data": "user_data",
     "erase_user": "erase",
+    "get_erasure_receipt": "erasure_receipt",
     "annotation_queue": "annotation_queue",
     "annotate": "annotate",
     "start_cycle": "start_cycle",
@@ -68,7 +69,10 @@ def test_the_client_reaches_health_metrics_cycles_audit_and_retrain_without(ws, 
         product.predict("leaver", {"image": to_png_base64(splits.pool[0][0])}, consent=True)
         assert "datawheel_predictions_total 1.0" in operator.metrics()
         assert operator.cycles() == []
-        product.erase("leaver")
+        receipt = product.erase("leaver")
+        kept = product.erasure_receipt(receipt["receipt_id"])
+        assert kept["receipt_id"] == receipt["receipt_id"] and kept["records_deleted"] == 1
+        assert "leaver" not in str(kept)  # the id itself is gone; the receipt keeps a keyed pseudonym
         state = operator.wait_cycle(operator.retrain_without("leaver"), timeout=120)
         assert state["status"] == "done", state["error"]
         assert [(c["cycle_id"], c["trigger"]) for c in operator.cycles()] == [(state["cycle_id"], "forget")]

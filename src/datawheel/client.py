@@ -105,6 +105,10 @@ class Client:
     def erase(self, user_id: str) -> dict:
         return self._call("DELETE", f"/v1/users/{_segment(user_id)}")
 
+    def erasure_receipt(self, receipt_id: str) -> dict:
+        """A past erasure's receipt as it stands now (later cycles may have named more model versions)."""
+        return self._call("GET", f"/v1/erasures/{_segment(receipt_id)}")
+
     # -- operators' routes (admin key) --------------------------------------------
 
     def start_cycle(self, warm_start: bool | None = None) -> str:

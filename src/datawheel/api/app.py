@@ -13,6 +13,7 @@ from datawheel.api.routes import (
     audit,
     contributions,
     cycles,
+    erasures,
     feedback,
     health,
     interactions,
@@ -23,9 +24,11 @@ from datawheel.api.routes import (
 )
 from datawheel.api.services import build_services
 from datawheel.settings import Settings
+from datawheel.version import __version__
 from datawheel.workspace import Workspace
 
-ROUTERS = (predict, interactions, feedback, contributions, users, annotation, cycles, models, trials, audit, health)
+ROUTERS = (predict, interactions, feedback, contributions, users, erasures, annotation, cycles, models, trials, audit,
+           health)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -34,8 +37,6 @@ def _operation_id(route: APIRoute) -> str:
 
 
 def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
-    from datawheel import __version__  # the package has finished importing by the time an app is made
-
     settings = settings or Settings()
     torch.set_num_threads(1)  # serving answers one small request at a time; leave cores to training
     app = FastAPI(title="datawheel", version=__version__, generate_unique_id_function=_operation_id,

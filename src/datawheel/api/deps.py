@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from datawheel.api.ingest import Ingest
+from datawheel.api.schemas import UserPath
 from datawheel.api.services import Services
 from datawheel.api.telemetry import Telemetry
 from datawheel.models.serving import ModelServer
@@ -90,6 +91,10 @@ def _ingest(s: ServicesDep) -> Ingest:
     return s.ingest
 
 
+def _user_id(user_id: UserPath, s: ServicesDep) -> str:
+    return s.screen.check_user_id(user_id)
+
+
 AppKey = Annotated[str, Depends(app_role)]
 AdminKey = Annotated[str, Depends(admin_role)]
 AnnotatorKey = Annotated[str, Depends(annotator_role)]
@@ -99,3 +104,6 @@ RunnerDep = Annotated[CycleRunner, Depends(_runner)]
 ScreenDep = Annotated[Screen, Depends(_screen)]
 TelemetryDep = Annotated[Telemetry, Depends(_telemetry)]
 IngestDep = Annotated[Ingest, Depends(_ingest)]
+#: the ``{user_id}`` of a path, matched by the pattern and refused when it looks like personal data;
+#: declare it after the key, so an unauthenticated caller learns nothing about the ids it tries
+UserIdPath = Annotated[str, Depends(_user_id)]

@@ -17,9 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from datawheel.api.telemetry import Telemetry
 from datawheel.errors import DatawheelError
 
+#: body fields whose keys are the client's own words: a location inside them names no key
+_FREE_FORM = ("metadata", "input")
+
 
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p != "body"] or ["body"]
+    if parts[0] in _FREE_FORM and len(parts) > 1:
+        return f"{parts[0]} key" if "[key]" in parts else f"{parts[0]} value"
     return ".".join(parts)
 
 

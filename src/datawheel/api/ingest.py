@@ -45,6 +45,7 @@ class Ingest:
 
     def accept(self, user_id: str, payload: Mapping[str, Any], metadata: Mapping[str, Any] | None,
                consent: dict[str, bool] | None) -> Incoming:
+        self.screen.check_user_id(user_id)  # an id shaped like an e-mail or a phone number is never stored
         # Redacted before the model sees it, so serving and training see the same text.
         item = self.screen.clean_item(self.ws.task.parse(payload), "input.text")
         return Incoming(user_id, item, self.screen.clean_meta(metadata), consent)

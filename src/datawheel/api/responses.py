@@ -126,6 +126,17 @@ class ErasureReceipt(BaseModel):
     erased_at: Timestamp
 
 
+class StoredReceipt(BaseModel):
+    """A receipt read back later: the user appears only as the keyed pseudonym the store kept."""
+
+    receipt_id: str
+    user_ref: str
+    records_deleted: int
+    feedback_deleted: int
+    model_versions_trained_on_user_data: list[int]
+    erased_at: Timestamp
+
+
 # -- the annotation queue ----------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Select, delete, func, insert, select
 
 from datawheel.errors import NotFound
 from datawheel.store import audit
@@ -21,7 +21,12 @@ from datawheel.store.db import utcnow, write
 
 
 def drop_orphans(conn: Connection) -> None:
-    """Remove queue entries, answers and shadow predictions whose record or content is gone."""
+    """Remove queue entries, answers, shadow predictions and reliability rows whose record or user is gone.
+
+    A cycle that read a user's records before they were erased writes these back afterwards; this takes them
+    out again in the same transaction.
+    """
+    conn.execute(delete(t.user_reliability).where(t.user_reliability.c.user_id.not_in(select(t.users.c.user_id))))
     conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.record_id.not_in(select(t.records.c.id))))
     conn.execute(delete(t.annotation_answers).where(t.annotation_answers.c.content_hash.not_in(
         select(t.records.c.content_hash))))
@@ -33,6 +38,13 @@ def reliability_row(conn: Connection, user_id: str) -> dict | None:
     """How much the last curation trusted this user's labels, and whether it left them out."""
     row = conn.execute(select(t.user_reliability).where(t.user_reliability.c.user_id == user_id)).first()
     return None if row is None else {"reliability": row.reliability, "votes": row.votes, "excluded": row.excluded}
+
+
+def _open_items() -> Select:
+    """Queued items still open: their record is held and no annotator has answered them yet."""
+    return (select(t.annotation_queue, t.records.c.input)
+            .join(t.records, t.records.c.id == t.annotation_queue.c.record_id)
+            .where(t.annotation_queue.c.content_hash.not_in(select(t.annotation_answers.c.content_hash))))
 
 
 class CurationQueries:
@@ -78,21 +90,22 @@ class CurationQueries:
     def annotation_queue(self, limit: int) -> list[dict]:
         """The open items, most valuable first, with the canonical input bytes to show."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.annotation_queue, t.records.c.input)
-                .join(t.records, t.records.c.id == t.annotation_queue.c.record_id)
-                .where(t.annotation_queue.c.content_hash.not_in(select(t.annotation_answers.c.content_hash)))
-                .order_by(t.annotation_queue.c.score.desc(), t.annotation_queue.c.content_hash)
-                .limit(limit)).all()
+            rows = conn.execute(_open_items().order_by(t.annotation_queue.c.score.desc(),
+                                                       t.annotation_queue.c.content_hash).limit(limit)).all()
         return [{"item_id": r.content_hash, "input": r.input, "score": r.score, "signals": r.signals,
                  "cycle_id": r.cycle_id} for r in rows]
 
     def annotate(self, item_id: str, label: str, annotator: str) -> dict:
-        """Record an annotator's label for an item users sent; the next cycle treats it as an anchor."""
+        """Record an annotator's label for a queued item; the next cycle treats it as an anchor.
+
+        Only an item the queue holds now may be answered, by any key: an answer to anything else would plant
+        an anchor on content nobody chose to label (a non-consenting user's interaction, say), and would tell
+        whoever guessed its hash that it is stored. Not queued and not stored are one answer, and the queue's
+        own check (a record still behind it, no answer yet) is the one ``annotation_queue`` lists by.
+        """
         with write(self.engine) as conn:
-            known = conn.execute(select(t.records.c.id).where(t.records.c.content_hash == item_id).limit(1)).first()
-            if known is None:
-                raise NotFound(f"item_id: no item {item_id!r} (it may have been erased)")
+            if conn.execute(_open_items().where(t.annotation_queue.c.content_hash == item_id).limit(1)).first() is None:
+                raise NotFound("item_id: no such item in the annotation queue (it may have been answered or erased)")
             conn.execute(delete(t.annotation_answers).where(t.annotation_answers.c.content_hash == item_id))
             now = utcnow()
             conn.execute(insert(t.annotation_answers).values(content_hash=item_id, label=label, annotator=annotator,

@@ -1,7 +1,8 @@
 """The annotation queue: the items whose labels are worth the most, and annotators' answers.
 
 Open to the annotator key (and the admin key). An answer is a high-trust label:
-the next cycle anchors the item to it, ahead of every user's vote.
+the next cycle anchors the item to it, ahead of every user's vote, which is why
+only what the queue offers can be answered.
 """
 
 from __future__ import annotations
@@ -31,5 +32,10 @@ def annotation_queue(_: AnnotatorKey, ws: WorkspaceDep,
 @router.post("/{item_id}", response_model=AnnotationOut, status_code=status.HTTP_201_CREATED,
              responses=errors(401, 403, 404, 413, 422))
 def annotate(item_id: ItemPath, body: AnnotationIn, role: AnnotatorKey, ws: WorkspaceDep) -> AnnotationOut:
+    """Answer an item the queue lists now; the admin key too may answer only those.
+
+    Anything else (answered, erased, never queued, never sent) is the same 404, so the route cannot be
+    used to test whether some content is stored, nor to anchor a label on what curation did not choose.
+    """
     check_label(body.label, ws.labels, "label")
     return AnnotationOut.model_validate(ws.store.annotate(item_id, body.label, annotator=f"{role}:api"))

@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from datawheel.api.deps import AdminKey, RunnerDep, WorkspaceDep
+from datawheel.api.deps import AdminKey, RunnerDep, UserIdPath, WorkspaceDep
 from datawheel.api.responses import CycleOut, CyclesOut, CycleStarted, errors
-from datawheel.api.schemas import CycleIn
+from datawheel.api.schemas import CycleIn, CyclePath
+from datawheel.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["cycles"])
 
@@ -35,13 +36,16 @@ def list_cycles(_: AdminKey, ws: WorkspaceDep) -> CyclesOut:
 
 
 @router.get("/cycles/{cycle_id}", response_model=CycleOut, responses=errors(401, 403, 404, 422))
-def get_cycle(cycle_id: str, _: AdminKey, ws: WorkspaceDep) -> CycleOut:
-    return _cycle(ws.store.get_cycle(cycle_id))
+def get_cycle(cycle_id: CyclePath, _: AdminKey, ws: WorkspaceDep) -> CycleOut:
+    try:
+        return _cycle(ws.store.get_cycle(cycle_id))
+    except NotFound:
+        raise NotFound("cycle_id: no such cycle") from None  # the store's message quotes the id sent
 
 
 @router.post("/users/{user_id}/retrain-without", response_model=CycleStarted,
              status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 403, 409, 422))
-def retrain_without(user_id: str, _: AdminKey, ws: WorkspaceDep, runner: RunnerDep) -> CycleStarted:
+def retrain_without(_: AdminKey, user_id: UserIdPath, ws: WorkspaceDep, runner: RunnerDep) -> CycleStarted:
     """Train and gate a replacement for the champion from its snapshot minus this user's rows."""
     return CycleStarted(cycle_id=runner.start("forget", {"without_user_ref": ws.user_ref(user_id)}),
                         status="running")

@@ -12,7 +12,7 @@ from datawheel.api.deps import AppKey, RunnerDep, ScreenDep, ServerDep, Telemetr
 from datawheel.api.ingest import check_label
 from datawheel.api.responses import Created, errors
 from datawheel.api.schemas import FeedbackIn
-from datawheel.errors import InvalidInput
+from datawheel.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
@@ -23,11 +23,16 @@ def add_feedback(body: FeedbackIn, _: AppKey, ws: WorkspaceDep, runner: RunnerDe
                  screen: ScreenDep, telemetry: TelemetryDep) -> Created:
     if body.label is None and body.rating is None and body.comment is None:
         raise InvalidInput("give at least one of label, rating or comment", field="body")
+    screen.check_user_id(body.user_id)
     if body.label is not None:
         check_label(body.label, ws.labels, "label")
-    feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
-                                        rating=body.rating, comment=screen.clean_optional(body.comment, "comment"),
-                                        require=screen.requirement("feedback"))
+    try:
+        feedback_id = ws.store.add_feedback(record_id=body.interaction_id, user_id=body.user_id, label=body.label,
+                                            rating=body.rating, comment=screen.clean_optional(body.comment, "comment"),
+                                            require=screen.requirement("feedback"))
+    except NotFound:
+        # One answer for "no such interaction" and "not this user's", and never the id sent: it may be anything.
+        raise NotFound("interaction_id: no such interaction for this user") from None
     kind = "correction" if body.label is not None else "rating" if body.rating is not None else "comment"
     telemetry.feedback.labels(kind).inc()
     if body.label is not None or body.rating == 1:

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from datawheel.api.deps import AdminKey, ServerDep, WorkspaceDep
 from datawheel.api.responses import AliasesOut, ModelOut, ModelsOut, errors
+from datawheel.api.schemas import VersionPath
 from datawheel.models.registry import Registry
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -28,7 +29,7 @@ def list_models(_: AdminKey, ws: WorkspaceDep) -> ModelsOut:
 
 
 @router.post("/models/{version}/promote", response_model=AliasesOut, responses=errors(401, 403, 404, 409, 422))
-def promote_model(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> AliasesOut:
+def promote_model(version: VersionPath, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> AliasesOut:
     aliases = Registry(ws).promote(version, actor="admin", reason="promoted by an operator")
     server.refresh(force=True)
     return AliasesOut(aliases=aliases)

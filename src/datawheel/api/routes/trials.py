@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from datawheel.api.deps import AdminKey, ServerDep, WorkspaceDep
 from datawheel.api.responses import AliasesOut, CanaryReport, CanaryStarted, LiveAccuracy, ShadowReport, errors
+from datawheel.api.schemas import VersionPath, VersionQuery
 from datawheel.errors import NotFound
 from datawheel.models.registry import Registry
 from datawheel.models.serving import ModelServer
@@ -25,7 +26,7 @@ def _set_trial(ws: Workspace, server: ModelServer, name: str, version: int | Non
 
 
 @router.post("/models/{version}/shadow", response_model=AliasesOut, responses=errors(401, 403, 404, 409, 422))
-def start_shadow(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> AliasesOut:
+def start_shadow(version: VersionPath, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> AliasesOut:
     """Let ``version`` predict on live traffic beside the champion; only the champion answers."""
     return AliasesOut(aliases=_set_trial(ws, server, "shadow", version))
 
@@ -36,7 +37,7 @@ def stop_shadow(_: AdminKey, ws: WorkspaceDep, server: ServerDep) -> AliasesOut:
 
 
 @router.get("/shadow", response_model=ShadowReport, responses=errors(401, 403, 404, 422))
-def shadow_report(_: AdminKey, ws: WorkspaceDep, version: int | None = None) -> ShadowReport:
+def shadow_report(_: AdminKey, ws: WorkspaceDep, version: VersionQuery = None) -> ShadowReport:
     """Agreement with the champion and, where users gave feedback, both models' accuracy."""
     if version is None:
         version = ws.store.aliases().get("shadow")
@@ -47,7 +48,7 @@ def shadow_report(_: AdminKey, ws: WorkspaceDep, version: int | None = None) -> 
 
 
 @router.post("/models/{version}/canary", response_model=CanaryStarted, responses=errors(401, 403, 404, 409, 422))
-def start_canary(version: int, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> CanaryStarted:
+def start_canary(version: VersionPath, _: AdminKey, ws: WorkspaceDep, server: ServerDep) -> CanaryStarted:
     """Let ``version`` answer a stable share of users; it is rolled back if their feedback says it is worse."""
     return CanaryStarted(aliases=_set_trial(ws, server, "canary", version), share=ws.config.release.canary_share)
 

@@ -7,33 +7,30 @@ touch another user's data. Retraining without a user is an operator's cycle
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from datawheel.api.deps import AppKey, TelemetryDep, WorkspaceDep
+from datawheel.api.deps import AppKey, TelemetryDep, UserIdPath, WorkspaceDep
 from datawheel.api.responses import ConsentOut, ErasureReceipt, UserDataOut, errors
 from datawheel.api.schemas import Consent
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
-UserPath = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.@:\-]+$")]
 
 
 @router.put("/{user_id}/consent", response_model=ConsentOut, responses=errors(401, 403, 413, 422))
-def set_consent(user_id: UserPath, body: Consent, _: AppKey, ws: WorkspaceDep) -> ConsentOut:
+def set_consent(_: AppKey, user_id: UserIdPath, body: Consent, ws: WorkspaceDep) -> ConsentOut:
     """Set consent per scope; the change is kept in the user's history and the audit chain."""
     return ConsentOut.model_validate(ws.store.set_consent(user_id, body.scopes()))
 
 
 @router.get("/{user_id}/data", response_model=UserDataOut, responses=errors(401, 403, 404, 422))
-def export_user_data(user_id: UserPath, _: AppKey, ws: WorkspaceDep) -> UserDataOut:
+def export_user_data(_: AppKey, user_id: UserIdPath, ws: WorkspaceDep) -> UserDataOut:
     """Everything held about the user, inputs shown as an annotator would see them, with the models they trained."""
     task = ws.task
     return UserDataOut.model_validate(ws.store.user_data(user_id, lambda data: task.show(task.decode(data))))
 
 
 @router.delete("/{user_id}", response_model=ErasureReceipt, responses=errors(401, 403, 404, 422))
-def erase_user(user_id: UserPath, _: AppKey, ws: WorkspaceDep, telemetry: TelemetryDep) -> ErasureReceipt:
+def erase_user(_: AppKey, user_id: UserIdPath, ws: WorkspaceDep, telemetry: TelemetryDep) -> ErasureReceipt:
     """Delete everything held about the user; the receipt names the models trained on their data."""
     receipt = ErasureReceipt.model_validate(ws.erase_user(user_id))
     telemetry.erasures.inc()
