@@ -72,10 +72,12 @@ def test_queue_lists_items_by_value_and_answers_become_anchors(curated, ws, spli
     # the liar contradicted every honest label, so every queued item shows disagreement
     assert all(it["signals"]["disagreement"] > 0 for it in body["items"])
 
-    # answer with a label no user gave: the next snapshot must carry it
-    hashes = pq.read_table(ws.snapshot_path(first["snapshot_id"]), columns=["content_hash", "label"]).to_pylist()
-    item_id = hashes[0]["content_hash"]
-    other = str((int(hashes[0]["label"]) + 5) % 10)
+    # answer a queued item with a label no user gave: the next snapshot must carry it
+    labels = {r["content_hash"]: r["label"] for r in pq.read_table(
+        ws.snapshot_path(first["snapshot_id"]), columns=["content_hash", "label"]).to_pylist()}
+    queued = [it["item_id"] for it in client.get("/v1/annotation/queue?limit=500", headers=ANNOTATOR).json()["items"]]
+    item_id = next(h for h in queued if h in labels)
+    other = str((int(labels[item_id]) + 5) % 10)
     answer = client.post(f"/v1/annotation/{item_id}", headers=ANNOTATOR, json={"label": other})
     assert answer.status_code == 201, answer.text
     assert answer.json()["annotator"] == "annotator:api"
@@ -103,6 +105,31 @@ def test_bad_annotations_are_4xx_naming_the_problem(curated, path, body, status,
         path = "/v1/annotation/" + client.get("/v1/annotation/queue", headers=ANNOTATOR).json()["items"][0]["item_id"]
     resp = client.post(path, headers=ANNOTATOR, json=body)
     assert resp.status_code == status and where in resp.text
+
+
+def test_only_what_the_queue_offers_can_be_answered(curated, ws, splits):
+    """Stored but never queued (a non-consenting user's interaction) answers exactly like never sent: 404, the
+    same body, for the annotator and the admin key alike, and no label is planted; an answered item is closed."""
+    client, _ = curated
+    image = {"image": to_png_base64(splits.pool[45][0])}
+    out = client.post("/v1/predict", headers=APP, json={"user_id": "nina", "input": image,
+                                                         "consent": {"training": False}})
+    assert out.status_code == 200, out.text
+    stored = ws.task.content_hash(ws.task.parse(image))
+    assert stored in ws.store.content_hashes_of("nina")
+    queued = client.get("/v1/annotation/queue?limit=500", headers=ANNOTATOR).json()["items"]
+    assert stored not in {it["item_id"] for it in queued}
+    refusals = [client.post(f"/v1/annotation/{item}", headers=key, json={"label": "1"})
+                for item in (stored, "0" * 64) for key in (ANNOTATOR, ADMIN)]
+    assert {r.status_code for r in refusals} == {404}
+    assert len({r.text for r in refusals}) == 1 and stored not in refusals[0].text
+    assert ws.store.annotations() == {}
+
+    item = queued[0]["item_id"]
+    assert client.post(f"/v1/annotation/{item}", headers=ADMIN, json={"label": "2"}).status_code == 201
+    again = client.post(f"/v1/annotation/{item}", headers=ANNOTATOR, json={"label": "3"})
+    assert again.status_code == 404 and again.text == refusals[0].text
+    assert ws.store.annotations() == {item: "2"}
 
 
 def test_users_see_their_reliability_and_operators_see_everyones(curated, ws):
@@ -213,3 +240,21 @@ def test_every_version_has_a_model_card_with_intervals_and_the_gate_decision(cur
     assert out.exit_code == 0 and f"Model card: v{v}" in out.output
     assert CliRunner().invoke(cli, ["models", str(ws.root), "--card", "99"]).exit_code == 2
 
+
+
+def test_withdrawing_consent_takes_the_users_items_out_of_the_queue_at_once(curated, ws):
+    """An annotator is never shown an item whose user has just withdrawn training consent."""
+    from sqlalchemy import select
+
+    from datawheel.store import tables as t
+
+    client, _ = curated
+
+    def queued_users() -> set[str]:
+        with ws.store.engine.connect() as conn:
+            return set(conn.execute(select(t.records.c.user_id).join(
+                t.annotation_queue, t.annotation_queue.c.record_id == t.records.c.id)).scalars())
+    assert "mallory" in queued_users()
+    out = client.put("/v1/users/mallory/consent", headers=APP, json={"training": False})
+    assert out.status_code == 200, out.text
+    assert "mallory" not in queued_users()

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from conftest import APP, make_client
 from datawheel.cli.main import app as cli
-from datawheel.models.onnx_export import OnnxModule, export, onnx_path
+from datawheel.errors import WorkspaceError
+from datawheel.models.onnx_export import OnnxModule, export, load_onnx, onnx_path
 from datawheel.models.registry import Registry
 from datawheel.tasks.base import predict_proba
 from datawheel.tasks.image import to_png_base64
@@ -77,3 +78,13 @@ def test_unknown_runtime_is_refused(runtime):
 
     with pytest.raises(ValidationError):
         Settings(runtime=runtime)
+
+
+def test_a_tampered_onnx_file_never_serves(ws):
+    """The ONNX file is sha256-checked against the export's record before it loads, as the weights are."""
+    export(ws, 1)
+    assert load_onnx(ws, 1).version == 1
+    path = onnx_path(ws, 1)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(WorkspaceError, match="sha256"):
+        load_onnx(ws, 1)

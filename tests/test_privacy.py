@@ -8,6 +8,7 @@ import logging
 import random
 from datetime import timedelta
 
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text, update
 from typer.testing import CliRunner
@@ -222,7 +223,8 @@ DISTINCT = ["harbour lights at dusk", "seven quiet mountains", "a parcel of old 
 
 
 def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
-    """After erasure, retrain-without trains from the champion's snapshot minus the user's rows and gates it."""
+    """Erasure rewrites the champion's snapshot without the user's rows; retrain-without trains a replacement on
+    it (nothing of theirs left to remove) and gates it."""
     with make_client(text_ws) as client:
         for n in range(16):
             user = "leaver" if n % 2 == 0 else f"stayer{n % 3}"
@@ -235,7 +237,10 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
         client.app.state.services.runner.join(120)
         cycle = client.get(f"/v1/cycles/{first}", headers=ADMIN).json()
         client.post(f"/v1/models/{cycle['candidate_version']}/promote", headers=ADMIN)
+        source = text_ws.snapshot_path(cycle["snapshot_id"])
+        rows_before = pq.read_table(source).num_rows
         receipt = client.delete("/v1/users/leaver", headers=APP).json()
+        assert pq.read_table(source).num_rows == rows_before - 8  # rewritten at erasure
         assert receipt["model_versions_trained_on_user_data"] == [cycle["candidate_version"]]
         forget = client.post("/v1/users/leaver/retrain-without", headers=ADMIN)
         assert forget.status_code == 202
@@ -244,10 +249,8 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
     assert state["status"] == "done", state["error"]
     report = state["report"]
     assert report["replaces"] == cycle["candidate_version"], cycle["report"]["rejected_by_reason"]
-    assert report["rows_removed"] == 8, cycle["report"]["rejected_by_reason"]
+    assert report["rows_removed"] == 0 and report["source_snapshot"] == cycle["snapshot_id"]
     assert report["decision"] in ("promoted", "rejected")
-    import pyarrow.parquet as pq
-
     refs = pq.read_table(text_ws.snapshot_path(report["snapshot"]["id"])).column("user_refs").to_pylist()
     assert text_ws.user_ref("leaver") not in {r for row in refs for r in row}
     assert len(refs) == report["snapshot"]["items"]

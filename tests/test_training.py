@@ -16,6 +16,7 @@ from datawheel.errors import CycleError
 from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages.evaluate import evaluate
 from datawheel.stages.train import MIN_VALIDATION, TrainedModel, calibrated, train, validation_mask
+from datawheel.store.erasure import with_warm_descendants
 from datawheel.tasks.image import ImageClassification, normalize
 from datawheel.wheel import cycle
 from datawheel.workspace import Workspace
@@ -25,9 +26,9 @@ TASK = ImageClassification()
 
 def challenge(ws: Workspace, champion: LoadedModel, data: LabelledSet, dataset_id: str, cycle_id: str,
               **options: object) -> dict:
-    """The cycle's train -> evaluate -> gate -> register -> release, against a given champion."""
-    inputs = cycle.Inputs(ws.seed(), ws.golden(), champion)
-    return cycle.challenge(ws, Registry(ws), cycle_id, inputs, data, dataset_id, **options)
+    """The cycle's train -> evaluate -> gate -> register -> release on exactly ``data``, against a champion."""
+    inputs = cycle.Inputs(LabelledSet([], [], []), ws.golden(), champion)
+    return cycle.challenge(ws, Registry(ws), cycle_id, inputs, data.to_arrow(), dataset_id, **options)
 
 
 def as_set(pairs: list[tuple[np.ndarray, str]], noise: float = 0.0, seed: int = 0) -> LabelledSet:
@@ -197,7 +198,7 @@ def test_no_warm_start_from_a_champion_an_erasure_names(ws: Workspace, splits: D
     info = ws.store.get_model(again["candidate_version"])["train_info"]
     assert info["warm_start"] is False and "erased" in info["warm_start_refused"]
     with ws.store.engine.connect() as conn:
-        assert ws.store._with_warm_descendants(conn, {champion.version}) == [champion.version,
+        assert with_warm_descendants(conn, {champion.version}) == [champion.version,
                                                                             warm["candidate_version"]]
 
 

@@ -188,3 +188,17 @@ def test_init_writes_model_options_and_refuses_unknown_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.augmnet: unknown key"):
         init_workspace(tmp_path / "ws2", task="text-classification", labels=TEXT_LABELS, seed_data=seed,
                        eval_data=golden, epochs=1, model_options={"augmnet": False})
+
+
+def test_workspace_files_are_readable_by_their_owner_only(ws):
+    """The workspace folder and every file in it (database, WAL, snapshots, models) are closed to other
+    local accounts."""
+    import stat
+
+    from datawheel.wheel.cycle import run_cycle
+
+    run_cycle(ws, ws.store.start_cycle("test"))
+    assert stat.S_IMODE(ws.root.stat().st_mode) & 0o077 == 0
+    files = [p for p in ws.root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name.endswith("-wal") for p in files)
+    assert [str(p) for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077] == []

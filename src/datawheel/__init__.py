@@ -4,7 +4,6 @@ serve -> log -> comply -> curate -> train -> gate -> release, and the wheel turn
 The names below are the public API (pinned by ``tests/test_public_api.py``).
 """
 
-import importlib.metadata
 
 from datawheel.api.app import create_app
 from datawheel.client import Client
@@ -25,14 +24,10 @@ from datawheel.errors import (
     WorkspaceError,
 )
 from datawheel.settings import Settings
+from datawheel.version import __version__
 from datawheel.wheel.cycle import run_cycle
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
-
-try:  # pyproject.toml is the one place the version is written
-    __version__ = importlib.metadata.version("datawheel")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "Client",

@@ -38,11 +38,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` (and its folders) readable by its owner only, if it does not exist yet.
+
+    Workspace files hold users' (redacted) inputs and lineage: no other local account may read them.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename: the file is either absent or whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write, fsync, then rename: the file is either absent or whole, and readable by its owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -96,6 +106,15 @@ class LabelledSet:
     def __add__(self, other: LabelledSet) -> LabelledSet:
         """Training sets are concatenated; slices matter only on the golden set, so they are not carried."""
         return LabelledSet(self.inputs + other.inputs, self.labels + other.labels, self.hashes + other.hashes)
+
+
+def drop_users(snapshot: pa.Table, user_refs: set[str]) -> pa.Table:
+    """A snapshot table's rows minus every row one of these users (by keyed pseudonym) contributed to.
+
+    A row pools every vote on one input, so a row any of them voted on goes whole: its content may be theirs.
+    """
+    keep = [not user_refs.intersection(refs) for refs in snapshot.column("user_refs").to_pylist()]
+    return snapshot.filter(pa.array(keep, pa.bool_()))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@
     ├── ConsentRequired      the policy needs consent the user has not given     -> 403
     ├── NotFound             an interaction, user, model or cycle does not exist -> 404
     ├── Conflict             the request clashes with current state              -> 409
+    │   └── ErasedDuringCycle  a model saw a user erased while its cycle ran: not promoted
     ├── CycleError           a cycle's precondition is broken (not a rejection)
     └── ClientError          the server refused a client's request (status, code, detail)
         └── ServerUnavailable  no answer came: connection refused or dropped, or timed out
@@ -77,6 +78,16 @@ class NotFound(DatawheelError):
 class Conflict(DatawheelError):
     status_code = 409
     code = "conflict"
+
+
+class ErasedDuringCycle(Conflict):
+    """A candidate was trained on users erased after its cycle read their records; it must not serve."""
+
+    code = "erased_during_cycle"
+
+    def __init__(self, user_refs: set[str]) -> None:
+        super().__init__(f"{len(user_refs)} user(s) whose data this model saw were erased while it trained")
+        self.user_refs = user_refs
 
 
 class CycleError(DatawheelError):

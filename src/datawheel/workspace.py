@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from datawheel.artifacts import LabelledSet
+import pyarrow.parquet as pq
+
+from datawheel.artifacts import LabelledSet, drop_users, write_parquet
 from datawheel.config import WorkspaceConfig, load_config
 from datawheel.errors import WorkspaceError
 from datawheel.privacy.policy import Policy, load_policy
@@ -132,7 +134,28 @@ class Workspace:
         receipt = self.store.erase_user(user_id, actor)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
         self.task.drop_cached(hashes)
+        self.scrub_snapshots({self.user_ref(user_id)})
+        self.store.scrub()
         return receipt
+
+    def scrub_snapshots(self, user_refs: set[str]) -> list[str]:
+        """Rewrite every snapshot file that holds rows of these (erased) users without those rows.
+
+        Models already trained on a snapshot are not changed: the erasure receipt names them. Returns the ids
+        of the snapshots rewritten. Each file is replaced atomically, so a reader sees the old or the new one.
+        """
+        rewritten = []
+        for snap in self.store.list_snapshots() if user_refs else []:
+            path = self.root / snap["path"]
+            if not path.is_file():
+                continue
+            refs = pq.read_table(path, columns=["user_refs"]).column("user_refs").to_pylist()
+            if not any(user_refs.intersection(row) for row in refs):
+                continue
+            kept = drop_users(pq.read_table(path), user_refs)
+            self.store.replace_snapshot_file(snap["id"], write_parquet(kept, path), len(kept))
+            rewritten.append(snap["id"])
+        return rewritten
 
     def user_ref(self, user_id: str) -> str:
         """A keyed pseudonym of a user id: stable within the workspace, not reversible without its key."""

@@ -64,6 +64,7 @@ def export(ws: Workspace, version: int) -> dict:
     path = onnx_path(ws, version)
     tmp = path.with_name(f".{path.name}.tmp")
     program.save(str(tmp))
+    tmp.chmod(0o600)
     try:
         check = _compare(loaded, OnnxModule(tmp), features)
         if check["agreement"] < 1.0:
@@ -72,7 +73,9 @@ def export(ws: Workspace, version: int) -> dict:
         atomic_write_bytes(path, tmp.read_bytes())
     finally:
         tmp.unlink(missing_ok=True)
-    return {"version": version, "path": str(path.relative_to(ws.root)), "sha256": sha256_file(path), **check}
+    sha = sha256_file(path)
+    ws.store.add_export(version, "onnx", str(path.relative_to(ws.root)), sha)
+    return {"version": version, "path": str(path.relative_to(ws.root)), "sha256": sha, **check}
 
 
 def _compare(loaded: LoadedModel, onnx: OnnxModule, features: torch.Tensor) -> dict:
@@ -86,9 +89,12 @@ def _compare(loaded: LoadedModel, onnx: OnnxModule, features: torch.Tensor) -> d
 def load_onnx(ws: Workspace, version: int) -> LoadedModel:
     """The version's ONNX file as a servable model; it must have been exported first."""
     path = onnx_path(ws, version)
-    if not path.is_file():
+    recorded = ws.store.get_export(version, "onnx")
+    if not path.is_file() or recorded is None:
         raise WorkspaceError(f"model v{version} has no ONNX export; run `datawheel export {ws.root} "
                              f"--format onnx --version {version}`")
+    if sha256_file(path) != recorded["sha256"]:  # as the .pt weights are: a tampered file never serves
+        raise WorkspaceError(f"model v{version}: {path.name} fails its sha256 check; export it again")
     name = ws.store.get_model(version)["model_name"]
     module = OnnxModule(path)
     return LoadedModel(version, name, module, module)  # type: ignore[arg-type]  # never warm-started from

@@ -87,10 +87,12 @@ class Registry:
     # Each alias change is computed from the map as it is inside the store's locked transaction, so
     # concurrent promotions, rollbacks and trial changes apply one after another, none lost.
 
-    def promote(self, version: int, actor: str, reason: str) -> dict[str, int]:
+    def promote(self, version: int, actor: str, reason: str,
+                unless_erased: tuple[int, set[str]] | None = None) -> dict[str, int]:
+        """``unless_erased``: see ``Store.update_aliases``; a cycle's candidate is promoted only through it."""
         self.store.get_model(version)  # raises NotFound for an unknown version
         return self.store.update_aliases(lambda old: release.promote(old, version), actor, "promotion",
-                                         lambda _: {"version": version, "reason": reason})
+                                         lambda _: {"version": version, "reason": reason}, unless_erased)
 
     def trial(self, name: str, version: int | None, actor: str, reason: str = "",
               only_if: int | None = None) -> dict[str, int]:

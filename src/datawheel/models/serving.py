@@ -52,7 +52,7 @@ class ModelServer:
         if self.runtime == "onnx":
             from datawheel.models.onnx_export import export, load_onnx, onnx_path
 
-            if not onnx_path(self.ws, version).is_file():
+            if not onnx_path(self.ws, version).is_file() or self.ws.store.get_export(version, "onnx") is None:
                 export(self.ws, version)  # a new champion is exported (and checked) before it serves
             return load_onnx(self.ws, version)
         return self.registry.load(version)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import pyarrow as pa
 
 from datawheel.artifacts import LabelledRecord, LabelledSet, Snapshot, Verdict, Vote
 from datawheel.config import CurationSection
@@ -305,8 +304,3 @@ def _queue(clusters: list[_Cluster], probs: np.ndarray, item_votes: list[list[tu
         out.append(QueueItem(rep.content_hash, rep.record_id, r.score, r.signals))
     return out
 
-
-def without_user(snapshot: pa.Table, user_ref: str) -> pa.Table:
-    """A snapshot's rows minus every row the user (named by keyed pseudonym) contributed to."""
-    keep = [user_ref not in refs for refs in snapshot.column("user_refs").to_pylist()]
-    return snapshot.filter(pa.array(keep, pa.bool_()))

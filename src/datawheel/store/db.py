@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from datawheel.artifacts import private_file
 from datawheel.errors import ConfigError
 
 
@@ -41,6 +43,7 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are overwritten, not left in a free page
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
@@ -55,6 +58,9 @@ def make_engine(url: str) -> Engine:
     if not scheme.startswith(("sqlite", "postgresql")):
         raise ConfigError(f"db url: datawheel's store runs on sqlite:// or postgresql:// URLs, not {scheme}://")
     if scheme.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).exists():
+            private_file(Path(database))  # SQLite gives its -wal and -shm files the database file's mode
         # hide_parameters: a failed statement's values (user ids, inputs) must never reach a log.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_connect)

@@ -1,4 +1,4 @@
-"""What the store holds about people: users, consent, records, feedback; export, erasure and retention.
+"""What the store holds about people: users, consent, records, feedback; export and retention.
 
 Consent has scopes (``training``, ``analytics``) and a history of who changed
 what when. Every consent change, export and erasure is also appended to the
@@ -56,6 +56,9 @@ class PeopleQueries:
                 audit.append(conn, actor, "consent_change", {"user_ref": self.user_ref(user_id), "scope": scope,
                                                              "granted": granted})
             current.update(changes)
+            if changes.get("training") is False:  # withdrawn: their items leave the queue now, not next cycle
+                conn.execute(delete(t.annotation_queue).where(t.annotation_queue.c.record_id.in_(
+                    select(t.records.c.id).where(t.records.c.user_id == user_id))))
         return current
 
     def set_consent(self, user_id: str, consent: Mapping[str, bool], actor: str = "app") -> dict:
@@ -89,7 +92,7 @@ class PeopleQueries:
             owner = conn.execute(select(t.records.c.user_id).where(t.records.c.id == record_id)).first()
             # Another user's interaction is reported exactly like a missing one: ids are not an oracle.
             if owner is None or owner.user_id != user_id:
-                raise NotFound(f"interaction_id: no interaction {record_id!r} for this user")
+                raise NotFound("interaction_id: no such interaction for this user")
             if require is not None:
                 require(_consent(conn.execute(select(t.users).where(t.users.c.user_id == user_id)).one()))
             conn.execute(insert(t.feedback).values(id=feedback_id, record_id=record_id, user_id=user_id,
@@ -138,16 +141,6 @@ class PeopleQueries:
                               .where(t.models.c.dataset_id.is_not(None))):
             out[m.dataset_id].append(m.version)
         return out
-
-    def _with_warm_descendants(self, conn: Connection, versions: set[int]) -> list[int]:
-        """The versions plus every model warm-started from one of them: their weights began as those weights."""
-        started_from = {m.version: (m.train_info or {}).get("warm_start_from")
-                        for m in conn.execute(select(t.models.c.version, t.models.c.train_info))}
-        out = set(versions)
-        for version in sorted(started_from):  # a model is always newer than the one it started from
-            if started_from[version] in out:
-                out.add(version)
-        return sorted(out)
 
     def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app") -> dict:
         """Everything held about one user, with lineage; the export itself is audited."""
@@ -202,36 +195,6 @@ class PeopleQueries:
             query = query.where(t.records.c.user_id == user_id)
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
-
-    def erase_user(self, user_id: str, actor: str = "app") -> dict:
-        """Delete everything held about a user, in one transaction, and return the receipt."""
-        user_ref = self.user_ref(user_id)
-        with write(self.engine) as conn:
-            if conn.execute(select(t.users.c.user_id).where(t.users.c.user_id == user_id)).first() is None:
-                raise NotFound("user_id: no data is held for this user")
-            snap_ids = {r.snapshot_id for r in conn.execute(
-                select(t.snapshot_members.c.snapshot_id).where(t.snapshot_members.c.user_id == user_id))}
-            by_snapshot = self._models_by_snapshot(conn)
-            versions = self._with_warm_descendants(conn, {v for s in snap_ids for v in by_snapshot.get(s, [])})
-            record_ids = select(t.records.c.id).where(t.records.c.user_id == user_id)
-            n_fb = conn.execute(delete(t.feedback).where(
-                (t.feedback.c.user_id == user_id) | t.feedback.c.record_id.in_(record_ids))).rowcount
-            conn.execute(delete(t.verdicts).where(t.verdicts.c.record_id.in_(record_ids)))
-            n_rec = conn.execute(delete(t.records).where(t.records.c.user_id == user_id)).rowcount
-            conn.execute(delete(t.snapshot_members).where(t.snapshot_members.c.user_id == user_id))
-            conn.execute(delete(t.consent_events).where(t.consent_events.c.user_id == user_id))
-            conn.execute(delete(t.user_reliability).where(t.user_reliability.c.user_id == user_id))
-            drop_orphans(conn)
-            conn.execute(delete(t.users).where(t.users.c.user_id == user_id))
-            receipt_id = new_id()
-            now = utcnow()
-            conn.execute(insert(t.erasures).values(id=receipt_id, user_ref=user_ref, records_deleted=n_rec,
-                                                   feedback_deleted=n_fb, model_versions=versions, at=now))
-            audit.append(conn, actor, "erasure", {"receipt": receipt_id, "user_ref": user_ref,
-                                                  "records_deleted": n_rec, "model_versions": versions})
-        return {"receipt_id": receipt_id, "user_id": user_id, "records_deleted": n_rec,
-                "feedback_deleted": n_fb, "model_versions_trained_on_user_data": versions,
-                "erased_at": now.isoformat()}
 
     def delete_expired(self, cutoffs: Mapping[str, datetime], actor: str) -> dict[str, int]:
         """Retention: delete records and feedback older than their source's cutoff; return counts per source.

@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from datawheel.errors import Conflict, NotFound
+from datawheel.errors import Conflict, ErasedDuringCycle, NotFound
 from datawheel.store import audit
 from datawheel.store import tables as t
 from datawheel.store.audit import ChainReport
 from datawheel.store.db import aware, new_id, process_alive, utcnow, write
+from datawheel.store.erasure import erased_refs_after
 
 
 class RunQueries:
@@ -50,7 +51,7 @@ class RunQueries:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.cycles).where(t.cycles.c.id == cycle_id)).first()
         if row is None:
-            raise NotFound(f"cycle_id: no cycle {cycle_id!r}")
+            raise NotFound("cycle_id: no such cycle")
         return dict(row._mapping)
 
     def list_cycles(self) -> list[dict]:
@@ -77,15 +78,24 @@ class RunQueries:
         with write(self.engine) as conn:
             conn.execute(insert(t.snapshots).values(id=snapshot_id, cycle_id=cycle_id, path=path,
                                                     sha256=sha256, rows=rows, created_at=utcnow()))
-            values = [{"snapshot_id": snapshot_id, "record_id": r, "user_id": u} for r, u in members]
+            # Only records that still exist: a user erased since the cycle read them must not reappear here.
+            members = list(members)
+            alive = set(conn.execute(select(t.records.c.id).where(
+                t.records.c.id.in_(sorted({r for r, _ in members})))).scalars()) if members else set()
+            values = [{"snapshot_id": snapshot_id, "record_id": r, "user_id": u} for r, u in members if r in alive]
             if values:
                 conn.execute(insert(t.snapshot_members), values)
+
+    def replace_snapshot_file(self, snapshot_id: str, sha256: str, rows: int) -> None:
+        """Record a snapshot file rewritten without erased users' rows."""
+        with write(self.engine) as conn:
+            conn.execute(update(t.snapshots).where(t.snapshots.c.id == snapshot_id).values(sha256=sha256, rows=rows))
 
     def get_snapshot(self, snapshot_id: str) -> dict:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.snapshots).where(t.snapshots.c.id == snapshot_id)).first()
         if row is None:
-            raise NotFound(f"snapshot_id: no snapshot {snapshot_id!r}")
+            raise NotFound("snapshot_id: no such snapshot")
         return dict(row._mapping)
 
     def list_snapshots(self) -> list[dict]:
@@ -123,6 +133,17 @@ class RunQueries:
             raise NotFound(f"version: no model version {version}")
         return dict(row._mapping)
 
+    def add_export(self, version: int, fmt: str, path: str, sha256: str) -> None:
+        with write(self.engine) as conn:
+            conn.execute(delete(t.exports).where(t.exports.c.version == version, t.exports.c.format == fmt))
+            conn.execute(insert(t.exports).values(version=version, format=fmt, path=path, sha256=sha256))
+
+    def get_export(self, version: int, fmt: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.exports).where(t.exports.c.version == version,
+                                                       t.exports.c.format == fmt)).first()
+        return None if row is None else dict(row._mapping)
+
     def erased_model_versions(self) -> set[int]:
         """Versions some erasure receipt names: trained on, or started from weights trained on, erased data."""
         with self.engine.connect() as conn:
@@ -138,15 +159,23 @@ class RunQueries:
             return {r.name: r.version for r in conn.execute(select(t.aliases))}
 
     def update_aliases(self, change: Callable[[dict[str, int]], dict[str, int]], actor: str, action: str,
-                       detail: Callable[[dict[str, int]], dict]) -> dict[str, int]:
+                       detail: Callable[[dict[str, int]], dict],
+                       unless_erased: tuple[int, set[str]] | None = None) -> dict[str, int]:
         """Read the alias map, compute the new one with ``change`` and write it, all in one locked transaction.
 
         Two operators promoting and rolling back at once each see the other's result, never a map both read
         before either wrote (a lost update). ``change`` may raise (e.g. Conflict) to abort without writing.
+        ``unless_erased=(fence, user_refs)``: refuse (ErasedDuringCycle) if any of those users was erased after
+        audit entry ``fence``; checked under the same lock, so no erasure slips between check and write.
         """
         with write(self.engine) as conn:
             if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already holds the write lock
                 conn.exec_driver_sql("LOCK TABLE aliases IN EXCLUSIVE MODE")
+                conn.exec_driver_sql("LOCK TABLE erasures IN SHARE MODE")
+            if unless_erased is not None:
+                late = erased_refs_after(conn, unless_erased[0]) & unless_erased[1]
+                if late:
+                    raise ErasedDuringCycle(late)
             old = {r.name: r.version for r in conn.execute(select(t.aliases))}
             new = change(old)
             conn.execute(delete(t.aliases))

@@ -1,6 +1,7 @@
 """The store: the one object the rest of datawheel talks to the database through.
 
-Its queries live in ``people.py``, ``runs.py``, ``curation.py`` and ``live.py``; this module joins them.
+Its queries live in ``people.py``, ``erasure.py``, ``runs.py``, ``curation.py`` and ``live.py``; this
+module joins them.
 
 Every write runs in its own transaction and is committed before the method
 returns, so a caller that acknowledges a write after calling here is telling
@@ -18,6 +19,7 @@ from sqlalchemy import Engine
 from datawheel.store import tables as t
 from datawheel.store.curation import CurationQueries
 from datawheel.store.db import make_engine
+from datawheel.store.erasure import ErasureQueries
 from datawheel.store.live import LiveQueries
 from datawheel.store.people import PeopleQueries
 from datawheel.store.runs import RunQueries
@@ -27,7 +29,7 @@ def _unkeyed_ref(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
-class Store(PeopleQueries, RunQueries, CurationQueries, LiveQueries):
+class Store(PeopleQueries, ErasureQueries, RunQueries, CurationQueries, LiveQueries):
     def __init__(self, engine: Engine, user_ref: Callable[[str], str] = _unkeyed_ref) -> None:
         self.engine = engine
         #: how users are named in the audit log and erasure receipts: a keyed pseudonym, never the id

@@ -178,6 +178,15 @@ models = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+exports = Table(  # a model version in another runtime's format, checked like the weights before it serves
+    "exports",
+    metadata,
+    Column("version", Integer, ForeignKey("models.version"), primary_key=True),
+    Column("format", String(16), primary_key=True),  # "onnx"
+    Column("path", String(1024), nullable=False),
+    Column("sha256", String(64), nullable=False),
+)
+
 aliases = Table(
     "aliases",
     metadata,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datawheel.artifacts import private_file
 from datawheel.errors import ConfigError
 
 MAX_TOKENS = 128  # enough for a product message; attention cost grows with the square of it
@@ -96,7 +97,7 @@ class EmbeddingCache:
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # embeddings are derived from users' inputs: the owner's only
         conn = sqlite3.connect(self.path, timeout=30)
         conn.execute("PRAGMA secure_delete=ON")  # a deleted embedding is overwritten, not left in a free page
         conn.execute("CREATE TABLE IF NOT EXISTS embeddings (content_hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")

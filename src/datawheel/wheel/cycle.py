@@ -34,15 +34,16 @@ from datawheel.artifacts import (
     Snapshot,
     Verdict,
     Vote,
+    drop_users,
     fingerprint,
     write_parquet,
 )
 from datawheel.curation import datasheet
-from datawheel.errors import CycleError
+from datawheel.errors import CycleError, ErasedDuringCycle
 from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages import evaluate
 from datawheel.stages.comply import comply
-from datawheel.stages.curate import CurateInput, CurateOutput, curate, without_user
+from datawheel.stages.curate import CurateInput, CurateOutput, curate
 from datawheel.stages.gate import Decision, gate
 from datawheel.stages.significance import mcnemar_exact
 from datawheel.stages.train import TrainedModel, calibrated, train
@@ -59,6 +60,8 @@ class Inputs:
     seed: LabelledSet
     golden: LabelledSet
     champion: LoadedModel
+    #: the audit sequence number before any record was read: users erased after it may be in this cycle's data
+    fence: int = 0
 
     @property
     def kept_hashes(self) -> set[str]:
@@ -72,9 +75,10 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
     store.claim_cycle(cycle_id)
     params = store.get_cycle(cycle_id)["params"]
     registry = Registry(ws)
+    fence = store.audit_seq()
     seed, golden = ws.seed(), ws.golden()
     try:
-        inputs = Inputs(seed, golden, registry.load(registry.champion_version()))
+        inputs = Inputs(seed, golden, registry.load(registry.champion_version()), fence)
         if params.get("without_user_ref"):
             report = _retrain_without(ws, registry, cycle_id, inputs, params["without_user_ref"], progress)
         else:
@@ -84,6 +88,8 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
         raise
     finally:
         prune_derived(ws, set(seed.hashes) | set(golden.hashes))
+        # A snapshot written while an erasure ran may hold the erased user's rows: rewrite it without them.
+        ws.scrub_snapshots(store.erased_refs_after(fence))
     return report
 
 
@@ -93,6 +99,7 @@ def _turn(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, prog
     store = ws.store
     ws.record_policy(actor="cycle")
     expired = collect_garbage(ws, actor="cycle", keep=inputs.kept_hashes)
+    ws.scrub_snapshots(store.erased_refs())  # files an interrupted cycle or erasure left behind
     records, votes = store.labelled_records()
     kept, comply_verdicts = comply(records)
     curated, lineage = _curate(ws, kept, votes, inputs)
@@ -102,8 +109,8 @@ def _turn(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, prog
                                    for v in comply_verdicts + curated.verdicts])
     store.save_curation(cycle_id, curated.reliability, curated.queue)
     _save_snapshot(ws, cycle_id, snapshot, kept, inputs, rejected, lineage, records_in=len(records))
-    outcome = challenge(ws, registry, cycle_id, inputs, inputs.seed + snapshot.items, snapshot.id, progress,
-                         warm_start=warm_start)
+    outcome = challenge(ws, registry, cycle_id, inputs, snapshot.to_arrow(ws.user_ref), snapshot.id, progress,
+                        warm_start=warm_start)
     report = {"retention_deleted": expired, "records_in": len(records),
               "accepted": sum(len(r) for r in snapshot.record_ids), "rejected": sum(rejected.values()),
               "rejected_by_reason": rejected,
@@ -186,11 +193,11 @@ def _retrain_without(ws: Workspace, registry: Registry, cycle_id: str, inputs: I
         return report
     source_path = ws.root / store.get_snapshot(source_id)["path"]
     table = pq.read_table(source_path)
-    kept = without_user(table, user_ref)
+    kept = drop_users(table, {user_ref})
     snapshot_id = fingerprint("retrain-without", [source_id, user_ref], {})
     _save_derived_snapshot(ws, cycle_id, snapshot_id, kept, source_id, source_path, removed=len(table) - len(kept))
-    outcome = challenge(ws, registry, cycle_id, inputs, inputs.seed + LabelledSet.from_arrow(kept), snapshot_id,
-                         progress, replacing="the champion was trained on an erased user's data")
+    outcome = challenge(ws, registry, cycle_id, inputs, kept, snapshot_id, progress,
+                        replacing="the champion was trained on an erased user's data")
     report = {"replaces": champion.version, "source_snapshot": source_id, "rows_removed": len(table) - len(kept),
               "snapshot": {"id": snapshot_id, "items": len(kept)}, **outcome,
               "seconds": round(time.perf_counter() - t0, 3)}
@@ -215,15 +222,21 @@ def _save_derived_snapshot(ws: Workspace, cycle_id: str, snapshot_id: str, kept:
                         sha256=sha, rows=len(kept), members=members)
 
 
-def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, data: LabelledSet,
+def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, snapshot: pa.Table,
               dataset_id: str, progress: Progress | None = None, *, warm_start: bool | None = None,
               replacing: str = "") -> dict:
-    """Train a candidate on ``data``, evaluate both models on the golden set, gate, register, release.
+    """Train a candidate on the seed set plus ``snapshot``, evaluate both models on the golden set, gate,
+    register, release.
 
     A rejected candidate is registered too (it was trained on users' data, so lineage must know it), but no
-    alias points at it.
+    alias points at it. Users erased since the cycle's fence are dropped before training; one erased while
+    it trains makes the candidate unpromotable, and its receipt names the candidate.
     """
     champion = inputs.champion
+    late = ws.store.erased_refs_after(inputs.fence) & _refs(snapshot)
+    if late:
+        snapshot = drop_users(snapshot, late)
+    data, refs = inputs.seed + LabelledSet.from_arrow(snapshot), _refs(snapshot)
     candidate = _train_candidate(ws, data, dataset_id, champion, progress, warm_start, replacing)
     cand = evaluate.score(ws.task, calibrated(candidate.module, candidate.temperature), candidate.model_name,
                           inputs.golden, ws.labels)
@@ -238,12 +251,18 @@ def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, 
                                 cycle_id=cycle_id, seed_items=len(inputs.seed),
                                 decision={"decision": decision.name, "decision_reasons": decision.reasons,
                                           "mcnemar": paired})
-    _release(registry, version, decision)
+    decision = _release(ws, registry, version, decision, (inputs.fence, refs))
     return {"trained_on": len(data), "candidate_version": version, "candidate_metrics": cand_metrics,
             "champion_metrics_before": champ_metrics, "decision": decision.name,
             "decision_reasons": decision.reasons, "mcnemar": paired,
             "champion_version": version if decision.promote else champion.version,
             "champion_accuracy": cand_metrics["accuracy"] if decision.promote else champ_metrics["accuracy"]}
+
+
+def _refs(snapshot: pa.Table) -> set[str]:
+    if "user_refs" not in snapshot.column_names:
+        return set()
+    return {ref for refs in snapshot.column("user_refs").to_pylist() for ref in refs}
 
 
 def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion: LoadedModel,
@@ -271,9 +290,25 @@ def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion
     return candidate
 
 
-def _release(registry: Registry, version: int, decision: Decision) -> None:
-    if decision.promote:
-        registry.promote(version, actor="cycle", reason="; ".join(decision.reasons))
+def _release(ws: Workspace, registry: Registry, version: int, decision: Decision,
+             fence: tuple[int, set[str]]) -> Decision:
+    """Promote if the gate says so and no user whose data the candidate saw was erased meanwhile.
+
+    The check runs inside the alias transaction, so an erasure lands either before it (no promotion, the
+    receipt names the candidate) or after it (the erasure's receipt finds the model through the snapshot).
+    """
+    late = ws.store.erased_refs_after(fence[0]) & fence[1]
+    if not late and decision.promote:
+        try:
+            registry.promote(version, actor="cycle", reason="; ".join(decision.reasons), unless_erased=fence)
+            return decision
+        except ErasedDuringCycle as exc:
+            late = exc.user_refs
+    if late:
+        ws.store.name_in_receipts(late, version, actor="cycle")
+        return Decision(False, [f"{len(late)} user(s) whose data the candidate saw were erased while it trained; "
+                                "it is named in their erasure receipts and never serves", *decision.reasons])
+    return decision
 
 
 def first_champion(ws: Workspace, seed: LabelledSet, golden: LabelledSet, progress: Progress | None = None) -> int:

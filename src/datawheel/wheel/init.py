@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from datawheel.artifacts import LabelledSet, Progress, write_parquet
+from datawheel.artifacts import LabelledSet, Progress, atomic_write_bytes, write_parquet
 from datawheel.config import WorkspaceConfig, parse_config
 from datawheel.errors import WorkspaceError
 from datawheel.importers import load_labelled
@@ -99,11 +99,12 @@ def _import_sets(config: WorkspaceConfig, screen: Screen, seed_data: Path,
 
 def _write_files(staging: Path, config: WorkspaceConfig, policy: Policy, secrets: Secrets, seed: LabelledSet,
                  golden: LabelledSet) -> None:
-    (staging / "data").mkdir(parents=True)
+    staging.mkdir(mode=0o700, parents=True)  # the workspace: its owner's only
+    (staging / "data").mkdir(mode=0o700)
     write_parquet(seed.to_arrow(), staging / "data" / "seed.parquet")
     write_parquet(golden.to_arrow(), staging / "data" / "golden.parquet")
-    (staging / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-    (staging / POLICY_FILE).write_text(policy.to_toml(), encoding="utf-8")
+    atomic_write_bytes(staging / CONFIG_FILE, config.to_toml().encode("utf-8"))
+    atomic_write_bytes(staging / POLICY_FILE, policy.to_toml().encode("utf-8"))
     fd = os.open(staging / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(secrets.__dict__, fh)
