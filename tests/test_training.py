@@ -209,3 +209,18 @@ def test_a_cycle_drops_checkpoints_of_other_data(ws: Workspace, splits: DigitSpl
     stale.write_bytes(b"a run that can never resume")
     challenge(ws, registry.load(registry.champion_version()), ws.seed(), "d1", "c1")
     assert not stale.exists() and not ws.checkpoint_path("d1").exists()
+
+
+def test_a_run_never_recreates_the_checkpoint_folder_an_erasure_deleted(splits: DigitSplits, tmp_path):
+    """Erasure deletes checkpoints/ under a running cycle; the rest of that run writes no checkpoint."""
+    import shutil
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+
+    def erase(epoch: int, model: torch.nn.Module) -> None:
+        if epoch == 1:
+            shutil.rmtree(folder)
+    train(TASK, as_set(splits.pool[:200]), LABELS, ModelSection(epochs=3, patience=0), checkpoint=folder / "run.pt",
+          after_epoch=erase)
+    assert not folder.exists()

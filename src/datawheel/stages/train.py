@@ -278,8 +278,11 @@ def _save_checkpoint(path: Path, key: str, model: nn.Module, opt: torch.optim.Op
                      sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, run: _Run) -> None:
     """Everything the next epoch depends on, written whole so a kill leaves the previous epoch's file.
 
-    Best effort: an erasure may delete the folder mid-write, and losing a checkpoint only costs a resume.
+    Best effort: an erasure deletes the folder (the weights were trained on the erased user), and the run
+    must not bring it back; losing a checkpoint only costs a resume. The caller creates the folder.
     """
+    if not path.parent.is_dir():
+        return
     buf = io.BytesIO()
     torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "state": asdict(run)}, buf)

@@ -277,6 +277,7 @@ def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion
         raise CycleError(f"cannot warm-start: the champion v{champion.version} is a {champion.model_name!r} "
                          f"model and the config trains {cfg.name or ws.task.models[0]!r}")
     checkpoint = ws.checkpoint_path(dataset_id)
+    checkpoint.parent.mkdir(mode=0o700, exist_ok=True)  # an erasure deletes it; training never recreates it
     for stale in checkpoint.parent.glob("*.pt"):  # other data's runs can never resume: drop them
         if stale != checkpoint:
             stale.unlink(missing_ok=True)
