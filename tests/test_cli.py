@@ -24,7 +24,9 @@ def test_init_cycle_models_promote_rollback(tmp_path, image_dirs):
     assert "model v1 is champion" in text(res)
     res = runner.invoke(app, ["cycle", str(ws)])
     assert res.exit_code == 0, res.output
-    assert '"decision"' in text(res)
+    assert "decision" in text(res) and "candidate accuracy" in text(res)  # a table, as the demo prints
+    res = runner.invoke(app, ["cycle", str(ws), "--json"])
+    assert res.exit_code == 0 and '"decision"' in text(res)
     res = runner.invoke(app, ["models", str(ws)])
     assert "v1" in text(res) and "v2" in text(res)
     res = runner.invoke(app, ["promote", str(ws), "2"])
@@ -81,3 +83,26 @@ def test_serve_answers_over_http(tmp_path, template_ws):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "Traceback" not in out.decode()
+
+
+def test_every_table_fits_an_80_column_terminal(ws, monkeypatch):
+    """models, datasets, users and audit show stay within 80 columns, and only the one free-text column is cut."""
+    from rich.console import Console
+
+    from datawheel.cli import data, main
+    from datawheel.wheel.cycle import run_cycle
+
+    run_cycle(ws, ws.store.start_cycle("test"))
+    ws.store.set_consent("a-user-with-a-rather-long-pseudonymous-identifier-0123456789", {"training": True})
+    for module in (main, data):
+        monkeypatch.setattr(module, "console", Console(width=80, force_terminal=False))
+    runner = CliRunner()
+    for args in (["models"], ["datasets"], ["users"], ["audit", "show", "--last", "30"]):
+        out = runner.invoke(app, [*args, str(ws.root)])
+        assert out.exit_code == 0, out.output
+        lines = out.output.splitlines()
+        assert lines and max(len(line) for line in lines) <= 80, out.output
+        header = lines[0].split()
+        assert all("…" not in h for h in header), out.output  # every header whole
+    models = runner.invoke(app, ["models", str(ws.root)]).output
+    assert "decision" in models and "init" in models and "v2" in models and "89" not in models.split("\n")[0]

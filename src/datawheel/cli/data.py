@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.table import Table
 
+from datawheel.cli.tables import compact, short_time
 from datawheel.errors import DatawheelError, NotFound
 
 console = Console()
@@ -40,12 +40,11 @@ def blocks(pixels: np.ndarray) -> str:
 def users(workspace: Path) -> None:
     """List users with consent, records and how reliable the last curation found their labels."""
     ws = _open(workspace)
-    table = Table("user", "training consent", "records", "votes", "reliability", "excluded")
-    for u in ws.store.users_overview():
-        rel = "-" if u["reliability"] is None else f"{u['reliability']:.2f}"
-        table.add_row(u["user_id"], "yes" if u["consent_training"] else "no", str(u["records"]), str(u["votes"]),
-                      rel, "yes" if u["excluded"] else "")
-    console.print(table)
+    rows = [[u["user_id"], "yes" if u["consent_training"] else "no", str(u["records"]), str(u["votes"]),
+             "-" if u["reliability"] is None else f"{u['reliability']:.2f}", "yes" if u["excluded"] else ""]
+            for u in ws.store.users_overview()]
+    console.print(compact(["user", "consent", "records", "votes", "reliability", "excluded"], rows, flex="user",
+                          width=console.width))
 
 
 def annotate(workspace: Path, limit: int = typer.Option(20, min=1, max=500, help="items to go through"),
@@ -121,12 +120,14 @@ def datasets(workspace: Path,
     for m in ws.store.list_models():
         if m["dataset_id"]:
             trained.setdefault(m["dataset_id"], []).append(f"v{m['version']}")
-    table = Table("snapshot", "cycle", "created", "items", "users", "dropped", "label noise", "models")
+    rows = []
     for s in ws.store.list_snapshots():
         sheet = datasheet.read(ws.root / s["path"]) or {}
         cur, comp = sheet.get("curation", {}), sheet.get("composition", {})
         noise = cur.get("label_noise_estimate")
-        table.add_row(s["id"][:12], s["cycle_id"][:8], str(s["created_at"])[:19], str(s["rows"]),
-                      str(comp.get("contributors", "-")), str(sum(cur.get("dropped_by_reason", {}).values())),
-                      "-" if noise is None else f"{noise:.1%}", ",".join(trained.get(s["id"], [])))
+        rows.append([s["id"][:8], s["cycle_id"][:8], short_time(s["created_at"]), str(s["rows"]),
+                     str(comp.get("contributors", "-")), str(sum(cur.get("dropped_by_reason", {}).values())),
+                     "-" if noise is None else f"{noise:.1%}", ",".join(trained.get(s["id"], []))])
+    table = compact(["snapshot", "cycle", "created", "items", "users", "dropped", "noise", "models"], rows,
+                    flex="models", width=console.width)
     console.print(table)

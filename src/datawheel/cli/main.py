@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,7 +13,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datawheel.cli import data as cli_data
+from datawheel.cli.tables import compact, cycle_table, short_time
 from datawheel.errors import DatawheelError
+
+if TYPE_CHECKING:  # imported where used: `datawheel --help` should not load the store
+    from datawheel.workspace import Workspace
 
 app = typer.Typer(help="datawheel: turn a product's users into its model's advantage.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -93,7 +98,8 @@ def serve(
 def cycle(workspace: Path,
           warm_start: bool | None = typer.Option(None, "--warm-start/--from-scratch",
                                                     help="start the candidate from the champion's weights, or "
-                                                         "not (default: the config's model.warm_start)")) -> None:
+                                                         "not (default: the config's model.warm_start)"),
+          as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON")) -> None:
     """Run one turn of the wheel now: comply, curate, train, evaluate, release.
 
     A run killed mid-training resumes from its last finished epoch when the next cycle trains on the same data.
@@ -108,7 +114,14 @@ def cycle(workspace: Path,
             report = run_cycle(ws, cycle_id, progress=_progress_bar(progress, "training candidate"))
     except DatawheelError as exc:
         _fail(exc)
-    console.print_json(json.dumps({"cycle_id": cycle_id, **report}))
+    _print_report(cycle_id, report, as_json)
+
+
+def _print_report(cycle_id: str, report: dict, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps({"cycle_id": cycle_id, **report}))
+    else:
+        console.print(cycle_table(f"cycle {cycle_id[:8]}", report))
 
 
 @app.command()
@@ -128,17 +141,25 @@ def models(workspace: Path, card: int | None = typer.Option(None, help="print th
             raise typer.Exit(2)
         console.print(Markdown(path.read_text(encoding="utf-8")))
         return
+    console.print(_models_table(ws))
+
+
+def _models_table(ws: Workspace) -> Table:
+    """One row per version: what serves, how good it is on the golden set, and what the gate decided."""
     aliases: dict[int, list[str]] = {}
     for name, version in ws.store.aliases().items():
         aliases.setdefault(version, []).append(name)
-    table = Table("version", "aliases", "model", "accuracy", "95 % interval", "macro-F1", "dataset", "parent")
+    decisions = {c["candidate_version"]: c["decision"] for c in ws.store.list_cycles() if c["candidate_version"]}
+    rows = []
     for m in ws.store.list_models():
-        lo, hi = m["metrics"].get("accuracy_ci95", ["-", "-"])
+        lo, hi = m["metrics"].get("accuracy_ci95", [None, None])
         interval = f"{lo:.1%}–{hi:.1%}" if isinstance(lo, float) else "-"
-        table.add_row(f"v{m['version']}", ",".join(sorted(aliases.get(m["version"], []))), m["model_name"],
-                      f"{m['metrics']['accuracy']:.2%}", interval, f"{m['metrics']['macro_f1']:.3f}",
-                      (m["dataset_id"] or "seed")[:12], str(m["parent"] or ""))
-    console.print(table)
+        rows.append([f"v{m['version']}", ",".join(sorted(aliases.get(m["version"], []))), m["model_name"],
+                     f"{m['metrics']['accuracy']:.1%}", interval, f"{m['metrics']['macro_f1']:.3f}",
+                     decisions.get(m["version"], "init" if m["version"] == 1 else "-"),
+                     (m["dataset_id"] or "seed")[:8], f"v{m['parent']}" if m["parent"] else ""])
+    return compact(["ver", "aliases", "model", "acc", "95% CI", "F1", "decision", "data", "from"], rows,
+                   flex="aliases", width=console.width)
 
 
 @app.command()
@@ -194,9 +215,14 @@ def erase(workspace: Path, user_id: str) -> None:
     try:
         ws = Workspace.open(workspace)
         receipt = ws.erase_user(user_id, actor="cli")
+        champion = ws.store.aliases().get("champion")
     except DatawheelError as exc:
         _fail(exc)
     console.print_json(json.dumps(receipt))
+    if champion in receipt["model_versions_trained_on_user_data"]:
+        # The id is the operator's own input on their terminal; it is not logged anywhere.
+        err.print(f"the serving champion v{champion} was trained on this user's data; to replace it, run: "
+                  f"datawheel retrain-without {workspace} --user <the same id>")
 
 
 @app.command()
@@ -213,7 +239,8 @@ def gc(workspace: Path) -> None:
 
 
 @app.command("retrain-without")
-def retrain_without(workspace: Path, user: str = typer.Option(..., help="the user whose data must go")) -> None:
+def retrain_without(workspace: Path, user: str = typer.Option(..., help="the user whose data must go"),
+                    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON")) -> None:
     """Train and gate a replacement for the champion from its snapshot minus USER's rows."""
     from datawheel.wheel.cycle import run_cycle
     from datawheel.workspace import Workspace
@@ -225,7 +252,7 @@ def retrain_without(workspace: Path, user: str = typer.Option(..., help="the use
             report = run_cycle(ws, cycle_id, progress=_progress_bar(progress, "training replacement"))
     except DatawheelError as exc:
         _fail(exc)
-    console.print_json(json.dumps({"cycle_id": cycle_id, **report}))
+    _print_report(cycle_id, report, as_json)
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -257,9 +284,8 @@ def audit_show(workspace: Path, last: int = typer.Option(20, min=1)) -> None:
         entries = Workspace.open(workspace).store.audit_log(last)
     except DatawheelError as exc:
         _fail(exc)
-    table = Table("#", "at", "actor", "action", "detail")
-    for e in entries:
-        table.add_row(str(e["id"]), str(e["at"])[:19], e["actor"], e["action"], json.dumps(e["detail"])[:80])
+    rows = [[str(e["id"]), short_time(e["at"]), e["actor"], e["action"], json.dumps(e["detail"])] for e in entries]
+    table = compact(["#", "at", "actor", "action", "detail"], rows, flex="detail", width=console.width)
     console.print(table)
 
 

@@ -24,6 +24,7 @@ from sklearn.datasets import load_digits
 from starlette.types import ASGIApp
 
 from datawheel.api.app import create_app
+from datawheel.cli.tables import cycle_table
 from datawheel.client import Client
 from datawheel.demo.report import write_report
 from datawheel.demo.simulate import Simulation
@@ -145,7 +146,7 @@ def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, conso
             if state["status"] != "done":
                 raise RuntimeError(f"cycle {n} failed: {state['error']}")
             rows.append(state["report"])
-            console.print(_table(n, state["report"]))
+            console.print(cycle_table(f"cycle {n}", state["report"]))
     accuracy = [(0, v1)] + [(i + 1, r["champion_accuracy"]) for i, r in enumerate(rows)]
     _check_consent(ws, sim)
     report_path = Path.cwd() / "report.html"
@@ -163,31 +164,6 @@ def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, conso
 
 def _reasons(report: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in report["rejected_by_reason"].items()) or "none"
-
-
-def _table(n: int, r: dict) -> Table:
-    """One cycle, one row per measure: readable at any terminal width."""
-    table = Table(title=f"cycle {n}", show_header=False, min_width=50)
-    table.add_column("measure", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("records in", str(r["records_in"]))
-    table.add_row("accepted into snapshot", str(r["accepted"]))
-    for reason, count in r["rejected_by_reason"].items():
-        table.add_row(f"rejected: {reason}", str(count))
-    table.add_row("snapshot items", str(r["snapshot"]["items"]))
-    table.add_row("users excluded as unreliable", str(r["snapshot"]["users_excluded"]))
-    cand = r["candidate_metrics"]
-    lo, hi = cand["accuracy_ci95"]
-    table.add_row("candidate accuracy", f"{cand['accuracy']:.1%} [{lo:.1%}, {hi:.1%}] (v{r['candidate_version']})")
-    m = r["mcnemar"]
-    table.add_row("vs champion (McNemar)",
-                  f"+{m['only_candidate']} / -{m['only_champion']} items, p={m['p_value']:.2g}")
-    table.add_row("decision", r["decision"])
-    if r["decision"] == "rejected":
-        for reason in r["decision_reasons"]:
-            table.add_row("  because", reason)
-    table.add_row("champion accuracy", f"{r['champion_accuracy']:.1%} (v{r['champion_version']})")
-    return table
 
 
 def _summary(v1: float, rows: list[dict]) -> Table:

@@ -197,7 +197,7 @@ def _retrain_without(ws: Workspace, registry: Registry, cycle_id: str, inputs: I
     snapshot_id = fingerprint("retrain-without", [source_id, user_ref], {})
     _save_derived_snapshot(ws, cycle_id, snapshot_id, kept, source_id, source_path, removed=len(table) - len(kept))
     outcome = challenge(ws, registry, cycle_id, inputs, kept, snapshot_id, progress,
-                        replacing="the champion was trained on an erased user's data")
+                        replacing="a replacement without one user's rows was asked for")
     report = {"replaces": champion.version, "source_snapshot": source_id, "rows_removed": len(table) - len(kept),
               "snapshot": {"id": snapshot_id, "items": len(kept)}, **outcome,
               "seconds": round(time.perf_counter() - t0, 3)}
@@ -287,7 +287,8 @@ def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion
     if warm and not tainted:
         candidate.info["warm_start_from"] = champion.version
     elif warm:
-        candidate.info["warm_start_refused"] = "the champion's weights hold an erased user's data"
+        candidate.info["warm_start_refused"] = ("a replacement without a user's rows" if replacing else
+                                                 "the champion's weights hold an erased user's data")
     return candidate
 
 

@@ -1,0 +1,67 @@
+"""Tables that stay readable in an 80-column terminal: light borders, short headers, cells that never wrap.
+
+Every column but one keeps its full text, so ids, versions and numbers are never mangled; the one column
+allowed to give way (``flex``) is cut with an ellipsis when the terminal is narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.table import Table
+
+GAP = 2  # between two columns: a space of border and one of (collapsed) padding
+
+
+def compact(headers: Sequence[str], rows: Sequence[Sequence[str]], *, flex: str, width: int) -> Table:
+    """A table of ``rows`` that fits ``width`` columns; only the ``flex`` column shrinks."""
+    fixed = {h: max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers) if h != flex}
+    room = max(8, width - sum(fixed.values()) - GAP * (len(headers) - 1))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True, show_edge=False)
+    for h in headers:
+        if h == flex:
+            table.add_column(h, no_wrap=True, overflow="ellipsis", max_width=room)
+        else:
+            table.add_column(h, no_wrap=True, min_width=fixed[h])
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def short_time(value: object) -> str:
+    """``2026-11-29 23:26`` from a datetime or its ISO string."""
+    return str(value).replace("T", " ")[:16]
+
+
+def cycle_table(title: str, r: dict) -> Table:
+    """One cycle's report, one row per measure: readable at any terminal width (turns and retrain-withouts)."""
+    table = Table(title=title, show_header=False, min_width=50)
+    table.add_column("measure", style="bold")
+    table.add_column("value", justify="right", overflow="fold")
+    for key, name in (("records_in", "records in"), ("accepted", "accepted into snapshot"),
+                      ("replaces", "replaces champion"), ("rows_removed", "rows removed")):
+        if key in r:
+            table.add_row(name, str(r[key]))
+    for reason, count in r.get("rejected_by_reason", {}).items():
+        table.add_row(f"rejected: {reason}", str(count))
+    if "snapshot" in r:
+        table.add_row("snapshot items", str(r["snapshot"]["items"]))
+        if "users_excluded" in r["snapshot"]:
+            table.add_row("users excluded as unreliable", str(r["snapshot"]["users_excluded"]))
+    if "candidate_metrics" in r:
+        cand = r["candidate_metrics"]
+        lo, hi = cand["accuracy_ci95"]
+        table.add_row("candidate accuracy", f"{cand['accuracy']:.1%} [{lo:.1%}, {hi:.1%}] (v{r['candidate_version']})")
+        m = r["mcnemar"]
+        table.add_row("vs champion (McNemar)",
+                      f"+{m['only_candidate']} / -{m['only_champion']} items, p={m['p_value']:.2g}")
+    table.add_row("decision", r["decision"])
+    if r["decision"] != "promoted":
+        for reason in r.get("decision_reasons", []):
+            table.add_row("  because", reason)
+    if "champion_accuracy" in r:
+        table.add_row("champion accuracy", f"{r['champion_accuracy']:.1%} (v{r['champion_version']})")
+    else:
+        table.add_row("champion", f"v{r['champion_version']}")
+    return table
