@@ -7,6 +7,8 @@ audit chain, where the user appears only as a keyed pseudonym.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -20,8 +22,10 @@ from datawheel.store import audit
 from datawheel.store import tables as t
 from datawheel.store.curation import drop_orphans, reliability_row
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
+from datawheel.store.group_commit import GroupCommitter
 
 SCOPES = ("training", "analytics")
+_COMMITTER_LOCK = threading.Lock()
 _COLUMN = {"training": t.users.c.consent_training, "analytics": t.users.c.consent_analytics}
 
 
@@ -74,7 +78,8 @@ class PeopleQueries:
                    require: Callable[[dict[str, bool]], None] | None = None) -> str:
         """Store one record. ``require`` may refuse it given the consent in force (raising), rolling back."""
         record_id = new_id()
-        with write(self.engine) as conn:
+
+        def insert_record(conn: Connection) -> None:
             granted = self._ensure_user(conn, user_id, consent, actor="app")
             if require is not None:
                 require(granted)
@@ -83,12 +88,16 @@ class PeopleQueries:
                 label=label, predicted_label=predicted_label, model_name=model_name,
                 model_version=model_version, consent_training=granted["training"], meta=meta or {},
                 created_at=utcnow()))
+
+        # Shares a transaction with concurrent writes; returns only once that transaction has committed.
+        self._group_commit().run(insert_record)
         return record_id
 
     def add_feedback(self, *, record_id: str, user_id: str, label: str | None, rating: int | None,
                      comment: str | None, require: Callable[[dict[str, bool]], None] | None = None) -> str:
         feedback_id = new_id()
-        with write(self.engine) as conn:
+
+        def insert_feedback(conn: Connection) -> None:
             owner = conn.execute(select(t.records.c.user_id).where(t.records.c.id == record_id)).first()
             # Another user's interaction is reported exactly like a missing one: ids are not an oracle.
             if owner is None or owner.user_id != user_id:
@@ -98,7 +107,20 @@ class PeopleQueries:
             conn.execute(insert(t.feedback).values(id=feedback_id, record_id=record_id, user_id=user_id,
                                                    label=label, rating=rating, comment=comment,
                                                    created_at=utcnow()))
+
+        self._group_commit().run(insert_feedback)
         return feedback_id
+
+    def _group_commit(self) -> GroupCommitter:
+        """This store's writer for small per-request writes (made on first use, and again in a forked child)."""
+        committer: GroupCommitter | None = getattr(self, "_committer", None)
+        if committer is None or committer.pid != os.getpid():
+            with _COMMITTER_LOCK:
+                committer = getattr(self, "_committer", None)
+                if committer is None or committer.pid != os.getpid():
+                    committer = GroupCommitter(self.engine)
+                    self._committer = committer
+        return committer
 
     def labelled_records(self) -> tuple[list[LabelledRecord], list[Vote]]:
         """Every record that carries at least one label vote, with its user's consent then and now."""
