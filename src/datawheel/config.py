@@ -66,6 +66,8 @@ class ModelSection(_Section):
     encoder: str = ""
     #: learning rate of a fine-tuned encoder's own weights (its new head uses ``lr``)
     encoder_lr: float = Field(3e-5, gt=0, le=1.0)
+    #: learning rate of the text ``tfidf`` model, a linear model over sparse features that wants large steps
+    linear_lr: float = Field(0.05, gt=0, le=10.0)
 
 
 class CurationSection(_Section):

@@ -125,7 +125,7 @@ def datasets(workspace: Path,
         sheet = datasheet.read(ws.root / s["path"]) or {}
         cur, comp = sheet.get("curation", {}), sheet.get("composition", {})
         noise = cur.get("label_noise_estimate")
-        rows.append([s["id"][:8], s["cycle_id"][:8], short_time(s["created_at"]), str(s["rows"]),
+        rows.append([s["id"][:12], s["cycle_id"][:8], short_time(s["created_at"]), str(s["rows"]),
                      str(comp.get("contributors", "-")), str(sum(cur.get("dropped_by_reason", {}).values())),
                      "-" if noise is None else f"{noise:.1%}", ",".join(trained.get(s["id"], []))])
     table = compact(["snapshot", "cycle", "created", "items", "users", "dropped", "noise", "models"], rows,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice, pairwise
 from pathlib import Path
@@ -40,7 +41,11 @@ MAX_CHARS = 10_000  # after normalization
 # to 360,000 characters in 0.12 s and 7 MB, where 600,000 took 3.3 s and 215 MB. Twice MAX_CHARS leaves
 # room for whitespace that normalization collapses.
 MAX_RAW_CHARS = 2 * MAX_CHARS
-MAX_FEATURES = 512
+MAX_FEATURES = 512  # per text, for the mean-pooled ``ngram`` model
+#: features per text for the ``tfidf`` model (enough for a 1,000-character review), and of them the distinct ones
+#: kept, words first: 99 % of product reviews have fewer, and a batch tensor is as wide as its longest text
+MAX_TFIDF_FEATURES = 8192
+MAX_TFIDF_DISTINCT = 1024
 _SPACE = re.compile(r"\s+")
 # Han ideographs: Extension A, the unified block, compatibility forms, and planes 2-3 (Extensions B-H)
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
@@ -74,12 +79,14 @@ class TextClassification(Task):
     change under a saved model, since feature ids and the embedding table depend on them."""
 
     name = "text-classification"
-    models = ("ngram", "minilm-head", "minilm-finetune")
+    models = ("tfidf", "ngram", "minilm-head", "minilm-finetune")
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32, *, encoder: str = "",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, tfidf_buckets: int = 2 ** 20) -> None:
         self.n_buckets = n_buckets
+        # 2**20 x n_classes weights (8 MB for two classes): few collisions among a corpus's n-grams
+        self.tfidf_buckets = tfidf_buckets
         self.dim = dim
         self.encoder = encoder  # sentence-transformers name or path for the MiniLM models ("" = bundled)
         self.cache_dir = cache_dir
@@ -164,17 +171,54 @@ class TextClassification(Task):
 
         return list(islice(all_features(), MAX_FEATURES))
 
+    def tfidf_features(self, text: str) -> list[str]:
+        """Words (``w:``) and word bigrams (``b:``), then character 2-5-grams of each space-separated
+        chunk padded with spaces (``c:``); a text with Han characters gets character 1-3-grams of the
+        whole text (``h:``) instead.
+
+        What scikit-learn's word 1-2-gram plus ``char_wb`` 2-5-gram TF-IDF sees, and for Chinese its
+        character 1-3-grams (the usual recipe for unsegmented text): those run across punctuation and
+        across the boundary between a Han character and a Latin word, where much of a review's tone is.
+        Words come first so the cap keeps them on long texts.
+        """
+        lowered = text.casefold()
+
+        def all_features() -> Iterator[str]:
+            if _HAN_RUN.search(lowered) is not None:
+                for n in (1, 2, 3):
+                    yield from (f"h:{lowered[i:i + n]}" for i in range(len(lowered) - n + 1))
+                return
+            tokens = _TOKEN.findall(lowered)
+            yield from (f"w:{t}" for t in tokens)
+            yield from (f"b:{a} {b}" for a, b in pairwise(tokens))
+            for chunk in lowered.split():
+                piece = f" {chunk} "
+                for n in (2, 3, 4, 5):
+                    yield from (f"c:{piece[i:i + n]}" for i in range(len(piece) - n + 1))
+
+        return list(islice(all_features(), MAX_TFIDF_FEATURES))
+
+    def _tfidf_bucket(self, feature: str) -> int:
+        """Words and word bigrams hash into the first half of the table, character n-grams into the second."""
+        half = self.tfidf_buckets // 2
+        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+        return 1 + int.from_bytes(digest, "little") % half + (0 if feature[0] in "wb" else half)
+
     def _bucket(self, feature: str) -> int:
         digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
         return 1 + int.from_bytes(digest, "little") % self.n_buckets  # 0 is padding
 
     def featurize(self, items: Sequence[str], model: str = "", *, cache: bool = False) -> torch.Tensor:
-        """Hashed n-gram ids [N, L] for ``ngram``; MiniLM embeddings [N, 384] for ``minilm-head``;
+        """Hashed feature ids and their counts [N, L, 2] for ``tfidf``; hashed n-gram ids [N, L] for ``ngram``
+        (and for "", as before ``tfidf`` became the default, so callers without a model name keep their shapes);
+        MiniLM embeddings [N, 384] for ``minilm-head``;
         MiniLM token ids [N, L] for ``minilm-finetune``."""
         if model == "minilm-head":
             return embed(self.encoder, self.cache if cache else None, items)
         if model == "minilm-finetune":
             return token_ids(self.encoder, items)
+        if model == "tfidf":
+            return self._counts(items)
         ids = [[self._bucket(f) for f in self.features(t)] for t in items]
         width = max([len(row) for row in ids] + [1])
         out = torch.zeros((len(ids), width), dtype=torch.long)  # [N, L], 0 = padding
@@ -182,7 +226,19 @@ class TextClassification(Task):
             out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         return out
 
+    def _counts(self, items: Sequence[str]) -> torch.Tensor:
+        """Each text's distinct feature ids with how often each occurs, [N, L, 2]; (0, 0) pads."""
+        counted = (Counter(self._tfidf_bucket(f) for f in self.tfidf_features(t)) for t in items)
+        rows = [sorted(islice(c.items(), MAX_TFIDF_DISTINCT)) for c in counted]
+        out = torch.zeros((len(rows), max([len(r) for r in rows] + [1]), 2), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
     def build_model(self, name: str, n_classes: int) -> nn.Module:
+        if name == "tfidf":
+            return TfidfLinear(self.tfidf_buckets + 1, n_classes)
         if name == "ngram":
             return NgramClassifier(self.n_buckets + 1, self.dim, n_classes)
         if name == "minilm-head":
@@ -202,3 +258,52 @@ class NgramClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.out(self.embed(ids))  # [N, L] -> [N, dim] -> [N, n_classes]
+
+
+class TfidfLinear(nn.Module):
+    """Logistic regression on hashed TF-IDF features: one weight per (feature bucket, class), no bottleneck.
+
+    A text's weights are sublinear term frequency (1 + log tf) times inverse document frequency,
+    L2-normalized per text and per block (words, character n-grams), as scikit-learn's
+    ``TfidfVectorizer(sublinear_tf=True)`` computes them. Document frequencies are counted from the
+    training batches themselves (every epoch sees every training text once, so the ratio settles after
+    the first) into buffers of the state dict: a saved, reloaded or ONNX-exported model weighs features
+    exactly as it did when it was trained, and evaluation and serving never change them.
+    """
+
+    df: torch.Tensor
+    docs: torch.Tensor
+
+    def __init__(self, n_embeddings: int, n_classes: int) -> None:
+        super().__init__()
+        # padding_idx: the padding (id 0) is skipped, not summed with weight 0, which keeps the backward pass fast
+        self.weight = nn.EmbeddingBag(n_embeddings, n_classes, mode="sum", padding_idx=0)
+        nn.init.zeros_(self.weight.weight)  # a convex model: the same optimum from anywhere, so start at 0
+        self.bias = nn.Parameter(torch.zeros(n_classes))
+        self.n_word_ids = (n_embeddings - 1) // 2  # ids 1..n_word_ids: words and word bigrams; above: characters
+        self.register_buffer("df", torch.zeros(n_embeddings))  # training texts containing each bucket
+        self.register_buffer("docs", torch.zeros(()))  # training texts seen
+
+    def param_groups(self, cfg: Any) -> list[dict]:
+        """A sparse linear model wants a far larger step than a deep net (``linear_lr``); early stopping
+        on the validation split regularizes it, as a large C does scikit-learn's."""
+        return [{"params": [self.weight.weight, self.bias], "lr": cfg.linear_lr, "weight_decay": 0.0}]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids, counts = x[..., 0], x[..., 1].to(torch.float32)  # [N, L] each
+        if self.training and len(ids) > 0:  # rows are padded at the end: drop columns no text here reaches
+            width = max(int((counts > 0).sum(1).max()), 1)
+            ids, counts = ids[:, :width], counts[:, :width]
+        present = (counts > 0).to(torch.float32)  # [N, L]
+        if self.training:
+            with torch.no_grad():
+                self.df.index_add_(0, ids.reshape(-1), present.reshape(-1))
+                self.docs += ids.shape[0]
+        idf = torch.log((1.0 + self.docs) / (1.0 + self.df[ids])) + 1.0  # [N, L]
+        w = (1.0 + torch.log(counts.clamp(min=1.0))) * idf * present  # [N, L]
+        # words and character n-grams are normalized each on its own, like two TfidfVectorizers side by side
+        words = (ids <= self.n_word_ids).to(torch.float32)  # [N, L]
+        w_words, w_chars = w * words, w * (1.0 - words)
+        w = (w_words / w_words.norm(dim=1, keepdim=True).clamp(min=1e-12)
+             + w_chars / w_chars.norm(dim=1, keepdim=True).clamp(min=1e-12))
+        return self.weight(ids, per_sample_weights=w) + self.bias  # [N, n_classes]

@@ -80,6 +80,11 @@ def _config(task: str, labels: tuple[str, ...], db_url: str, model_name: str, ep
     if config.model.name and config.model.name not in models:
         raise WorkspaceError(f"model {config.model.name!r} is not available for {task}; "
                              f"choose one of {', '.join(models)}")
+    if not config.model.name:
+        # The resolved name is written down: a later release changing the task's default must not switch an
+        # existing workspace's model family (a warm start across families is refused).
+        raw["model"] = {**raw.get("model", {}), "name": models[0]}
+        config = parse_config(raw, source="init options")
     return config
 
 
