@@ -106,3 +106,23 @@ def test_every_table_fits_an_80_column_terminal(ws, monkeypatch):
         assert all("…" not in h for h in header), out.output  # every header whole
     models = runner.invoke(app, ["models", str(ws.root)]).output
     assert "decision" in models and "init" in models and "v2" in models and "89" not in models.split("\n")[0]
+
+
+def test_a_placeholder_key_is_refused_in_one_line_that_never_prints_it(template_ws):
+    """A bad DATAWHEEL_ key stops `serve` with the variable's name, no traceback and no trace of the value."""
+    import pydantic
+    import pytest
+
+    from datawheel.errors import ConfigError
+    from datawheel.settings import Settings, load_settings
+
+    for value in ("changeme", "too-short-key"):
+        res = runner.invoke(app, ["serve", str(template_ws)], env={"DATAWHEEL_ADMIN_KEY": value})
+        assert res.exit_code == 2, res.output
+        assert "DATAWHEEL_ADMIN_KEY" in text(res) and value not in res.output and "Traceback" not in res.output
+        with pytest.raises(ConfigError) as err:
+            load_settings(admin_key=value)
+        assert value not in str(err.value)
+        with pytest.raises(pydantic.ValidationError) as raw:  # even the raw error hides the input
+            Settings(admin_key=value)
+        assert value not in str(raw.value)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from datawheel.errors import ConfigError
 
 PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "test", "key", "xxx"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DATAWHEEL_", extra="ignore")
+    # hide_input_in_errors: a refused key must never be printed, not even in a traceback
+    model_config = SettingsConfigDict(env_prefix="DATAWHEEL_", extra="ignore", hide_input_in_errors=True)
 
     app_key: str = ""
     admin_key: str = ""
@@ -38,3 +41,13 @@ class Settings(BaseSettings):
         if key and (key.lower() in PLACEHOLDERS or len(key) < 16):
             raise ValueError("must be a real secret of at least 16 characters, not a placeholder")
         return key
+
+
+def load_settings(**values: object) -> Settings:
+    """Settings from the environment (and ``values``); a bad one is a ConfigError naming the variable only."""
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"DATAWHEEL_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                             for e in exc.errors(include_input=False))
+        raise ConfigError(problems) from None

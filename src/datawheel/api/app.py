@@ -23,7 +23,7 @@ from datawheel.api.routes import (
     users,
 )
 from datawheel.api.services import build_services
-from datawheel.settings import Settings
+from datawheel.settings import Settings, load_settings
 from datawheel.version import __version__
 from datawheel.workspace import Workspace
 
@@ -37,7 +37,7 @@ def _operation_id(route: APIRoute) -> str:
 
 
 def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     torch.set_num_threads(1)  # serving answers one small request at a time; leave cores to training
     app = FastAPI(title="datawheel", version=__version__, generate_unique_id_function=_operation_id,
                   description="The user-data flywheel: predict, log, feedback, consent, erasure, cycles.")

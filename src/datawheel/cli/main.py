@@ -81,12 +81,12 @@ def serve(
     import uvicorn
 
     from datawheel.api.app import create_app
-    from datawheel.settings import Settings
+    from datawheel.settings import load_settings
     from datawheel.workspace import Workspace
 
     try:
         ws = Workspace.open(workspace)
-        settings = Settings(auto_cycle=auto_cycle) if auto_cycle else Settings()
+        settings = load_settings(auto_cycle=auto_cycle) if auto_cycle else load_settings()
         api = create_app(ws, settings)
     except DatawheelError as exc:
         _fail(exc)

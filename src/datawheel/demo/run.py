@@ -28,7 +28,7 @@ from datawheel.cli.tables import cycle_table
 from datawheel.client import Client
 from datawheel.demo.report import write_report
 from datawheel.demo.simulate import Simulation
-from datawheel.settings import Settings
+from datawheel.settings import load_settings
 from datawheel.tasks.image import to_png_base64
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
@@ -126,7 +126,7 @@ def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, conso
                         eval_data=golden_dir, epochs=epochs, model_options={"augment": False})
     v1 = ws.store.get_model(1)["metrics"]["accuracy"]
     console.print(f"workspace {ws.root}: model v1 trained on the seed set, golden accuracy {v1:.1%}")
-    app = create_app(ws, Settings())
+    app = create_app(ws, load_settings())
     port = _free_port()
     rows: list[dict] = []
     with BackgroundServer(app, port), Client(f"http://127.0.0.1:{port}", ws.secrets.app_key) as product, \
