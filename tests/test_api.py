@@ -61,6 +61,7 @@ def test_pixels_input_is_accepted(client, splits):
     ({"user_id": "u1", "input": {"image": "not base64!!"}}, "input.image"),
     ({"user_id": "u1", "input": {"image": base64.b64encode(b"hello").decode()}}, "input.image"),
     ({"user_id": "u1", "input": {"pixels": [[1, 2], [3]]}}, "input.pixels"),
+    ({"user_id": "u1", "input": {"pixels": [[0] * 28] * 28}}, "input: is blank"),  # an empty drawing
     ({"user_id": "u1", "input": {"pixels": [[[1]]]}}, "input.pixels"),
     ({"user_id": "u1", "input": {"text": "hi"}}, "input"),
     ({"user_id": "u1", "input": {}}, "input"),

@@ -254,3 +254,12 @@ def test_erasure_then_retrain_without_replaces_the_champion(text_ws):
     refs = pq.read_table(text_ws.snapshot_path(report["snapshot"]["id"])).column("user_refs").to_pylist()
     assert text_ws.user_ref("leaver") not in {r for row in refs for r in row}
     assert len(refs) == report["snapshot"]["items"]
+
+
+def test_blank_text_is_refused_not_predicted(text_ws):
+    """An empty or letterless text gets a 422 naming the input; nothing is predicted or stored."""
+    with make_client(text_ws) as client:
+        for text in ("", "   ", "?!…", "\u200b"):
+            out = client.post("/v1/predict", headers=APP, json={"user_id": "u1", "input": {"text": text}})
+            assert out.status_code == 422 and out.json()["detail"].startswith("input"), out.text
+        assert client.get("/v1/users/u1/data", headers=APP).status_code == 404  # nothing was stored

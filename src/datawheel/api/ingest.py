@@ -48,6 +48,9 @@ class Ingest:
         self.screen.check_user_id(user_id)  # an id shaped like an e-mail or a phone number is never stored
         # Redacted before the model sees it, so serving and training see the same text.
         item = self.screen.clean_item(self.ws.task.parse(payload), "input.text")
+        if self.ws.task.quality_issue(item) == "blank_input":  # nothing to answer, nothing worth keeping
+            raise InvalidInput("is blank (no letters or digits, or an empty drawing); send something to classify",
+                               "input")
         return Incoming(user_id, item, self.screen.clean_meta(metadata), consent)
 
     def label(self, label: str, field: str) -> str:
