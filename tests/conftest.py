@@ -61,3 +61,15 @@ def client(ws: Workspace) -> TestClient:
 APP = {"Authorization": f"Bearer {APP_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
+
+
+def register_model(ws: Workspace, module: object) -> int:
+    """Register an MLP as a new version (parent v1) without a cycle: what release tests start trials from."""
+    from datawheel.models.registry import Registry
+    from datawheel.stages.evaluate import evaluate
+    from datawheel.stages.train import TrainedModel
+
+    info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
+    metrics = evaluate(ws.task, module, "mlp", ws.golden(), ws.labels)
+    return Registry(ws).register(TrainedModel("mlp", module, info), metrics,
+                                 dataset_id=None, parent=1, cycle_id=None, seed_items=0)

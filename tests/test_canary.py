@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import ADMIN, APP
+from conftest import ADMIN, APP, register_model
 from datawheel.models.registry import Registry
-from datawheel.stages.evaluate import evaluate
-from datawheel.stages.train import TrainedModel
 from datawheel.tasks.image import to_png_base64
-
-
-def register(ws, module) -> int:
-    registry = Registry(ws)
-    info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
-    metrics = evaluate(ws.task, module, "mlp", ws.golden(), ws.labels)
-    return registry.register(TrainedModel("mlp", module, info), metrics,
-                             dataset_id=None, parent=1, cycle_id=None, seed_items=0)
 
 
 def users_split(client, n=400):
@@ -42,7 +32,7 @@ def test_the_canary_share_is_stable_per_user(client):
 
 def test_a_bad_canary_is_rolled_back_by_live_feedback(client, ws, splits):
     """An untrained model as canary answers only its users; after enough wrong answers it is withdrawn."""
-    bad = register(ws, ws.task.build_model("mlp", len(ws.labels)))
+    bad = register_model(ws, ws.task.build_model("mlp", len(ws.labels)))
     started = client.post(f"/v1/models/{bad}/canary", headers=ADMIN)
     assert started.status_code == 200 and started.json()["aliases"]["canary"] == bad
     inside, outside = users_split(client)
@@ -63,7 +53,7 @@ def test_a_bad_canary_is_rolled_back_by_live_feedback(client, ws, splits):
 
 def test_a_canary_as_good_as_the_champion_stays(client, ws, splits):
     """The same weights as the champion, under a new version, keep their users after plenty of feedback."""
-    twin = register(ws, Registry(ws).load(1).module)
+    twin = register_model(ws, Registry(ws).load(1).module)
     client.post(f"/v1/models/{twin}/canary", headers=ADMIN)
     inside, outside = users_split(client)
     for n in range(60):  # both groups see the same items

@@ -6,22 +6,16 @@ import threading
 
 import pytest
 
+from conftest import register_model
 from datawheel.errors import Conflict
 from datawheel.models.registry import Registry
-from datawheel.stages.evaluate import evaluate
-from datawheel.stages.train import TrainedModel
 from datawheel.workspace import Workspace
 
 TRIALS = 20
 
 
 def _register(ws: Workspace) -> int:
-    registry = Registry(ws)
-    module = ws.task.build_model("mlp", len(ws.labels))
-    info = {"model_name": "mlp", "examples": 0, "epochs": 0, "seed": 0, "optimizer": "-", "schedule": "-"}
-    return registry.register(TrainedModel("mlp", module, info), evaluate(ws.task, module, "mlp", ws.golden(),
-                                                                          ws.labels),
-                             dataset_id=None, parent=1, cycle_id=None, seed_items=0)
+    return register_model(ws, ws.task.build_model("mlp", len(ws.labels)))
 
 
 def _race(*calls) -> list[BaseException]:

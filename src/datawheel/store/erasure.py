@@ -115,10 +115,16 @@ def _versions_trained_on(conn: Connection, user_id: str) -> list[int]:
     """Model versions trained on the user's data, and every model warm-started from one of them."""
     snap_ids = {r.snapshot_id for r in conn.execute(
         select(t.snapshot_members.c.snapshot_id).where(t.snapshot_members.c.user_id == user_id))}
-    by_snapshot: dict[str, list[int]] = defaultdict(list)
-    for m in conn.execute(select(t.models.c.version, t.models.c.dataset_id).where(t.models.c.dataset_id.is_not(None))):
-        by_snapshot[m.dataset_id].append(m.version)
+    by_snapshot = models_by_snapshot(conn)
     return with_warm_descendants(conn, {v for s in snap_ids for v in by_snapshot.get(s, [])})
+
+
+def models_by_snapshot(conn: Connection) -> dict[str, list[int]]:
+    """Snapshot id -> the model versions trained on it: how lineage turns a user's rows into models."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for m in conn.execute(select(t.models.c.version, t.models.c.dataset_id).where(t.models.c.dataset_id.is_not(None))):
+        out[m.dataset_id].append(m.version)
+    return out
 
 
 def with_warm_descendants(conn: Connection, versions: set[int]) -> list[int]:

@@ -22,6 +22,7 @@ from datawheel.store import audit
 from datawheel.store import tables as t
 from datawheel.store.curation import drop_orphans, reliability_row
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
+from datawheel.store.erasure import models_by_snapshot
 from datawheel.store.group_commit import GroupCommitter
 
 SCOPES = ("training", "analytics")
@@ -157,13 +158,6 @@ class PeopleQueries:
 
     # -- a user's own data ---------------------------------------------------
 
-    def _models_by_snapshot(self, conn: Connection) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = defaultdict(list)
-        for m in conn.execute(select(t.models.c.version, t.models.c.dataset_id)
-                              .where(t.models.c.dataset_id.is_not(None))):
-            out[m.dataset_id].append(m.version)
-        return out
-
     def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app") -> dict:
         """Everything held about one user, with lineage; the export itself is audited."""
         with write(self.engine) as conn:
@@ -176,7 +170,7 @@ class PeopleQueries:
                                .order_by(t.feedback.c.created_at)).all()
             members = conn.execute(select(t.snapshot_members.c.record_id, t.snapshot_members.c.snapshot_id)
                                    .where(t.snapshot_members.c.user_id == user_id)).all()
-            by_snapshot = self._models_by_snapshot(conn)
+            by_snapshot = models_by_snapshot(conn)
             history = conn.execute(select(t.consent_events).where(t.consent_events.c.user_id == user_id)
                                    .order_by(t.consent_events.c.at, t.consent_events.c.id)).all()
             rel = reliability_row(conn, user_id)
