@@ -1,16 +1,17 @@
 """How fast ``POST /v1/predict`` answers under load, against a plain FastAPI baseline doing the same work.
 
     python benchmarks/serve.py [--connections 1,8,32,128] [--duration 5] [--only baseline|datawheel]
-                               [--workdir DIR] [--keep]
+                               [--workers 1,2] [--workdir DIR] [--keep]
 
 The baseline (written below, run with uvicorn like ``datawheel serve``): decode the base64 PNG, make it a
 28x28 grey image, run a 784->1000->10 MLP, insert the raw upload into SQLite (WAL, ``synchronous=FULL``)
 with one commit per request, answer. ``datawheel serve`` runs on a workspace built for the run from
 scikit-learn's digits (as ``datawheel demo`` does). Both get the same payloads: MNIST-size (28x28) PNG
 digits, one user id per payload. Each is driven by ``wrk`` (a Lua script supplies the POST bodies) at each
-connection count for ``--duration`` seconds, after a short warm-up. Prints a Markdown table: req/s, p50,
-p99 and errors (socket errors plus non-2xx answers) for both, and datawheel's share of the baseline at 32
-connections. Needs ``wrk`` (Debian/Ubuntu: ``apt-get install -y wrk``; macOS: ``brew install wrk``).
+connection count for ``--duration`` seconds, after a short warm-up; datawheel once per ``--workers`` count
+(``serve --workers N``). Prints a Markdown table: req/s, p50, p99 and errors (socket errors plus non-2xx
+answers) for each, and each datawheel run's share of the baseline at 32 connections. Needs ``wrk``
+(Debian/Ubuntu: ``apt-get install -y wrk``, which ``make install`` runs as root; macOS: ``brew install wrk``).
 Load goes to 127.0.0.1 only.
 """
 
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +125,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_up(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_up(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the app answers (with ``--workers`` the socket accepts before any worker has loaded the app)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2):
                 return
         except OSError:
             time.sleep(0.2)
@@ -191,7 +194,7 @@ def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[
         for c in connections:
             results[c] = run_wrk(url, script, c, duration)
             r = results[c]
-            print(f"  {name:9} c={c:<4} {r['rps']:8.1f} req/s  p50 {r['p50']:8.1f} ms  p99 {r['p99']:8.1f} ms  "
+            print(f"  {name:12} c={c:<4} {r['rps']:8.1f} req/s  p50 {r['p50']:8.1f} ms  p99 {r['p99']:8.1f} ms  "
                   f"errors {r['errors']}", file=sys.stderr)
         return results
     finally:
@@ -204,19 +207,17 @@ def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[
 
 
 def table(results: dict[str, dict[int, dict]], connections: list[int]) -> str:
-    names = list(results)
-    head = "| connections | " + " | ".join(f"{n} req/s | {n} p50 ms | {n} p99 ms | {n} errors" for n in names) + " |"
-    rows = [head, "|" + "---|" * (1 + 4 * len(names))]
-    for c in connections:
-        cells = []
-        for n in names:
-            r = results[n][c]
-            cells.append(f"{r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']}")
-        rows.append(f"| {c} | " + " | ".join(cells) + " |")
+    rows = ["| server | connections | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        for c in connections:
+            r = runs[c]
+            rows.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
     out = "\n".join(rows)
-    if {"baseline", "datawheel"} <= set(names) and 32 in connections:
-        ratio = results["datawheel"][32]["rps"] / max(results["baseline"][32]["rps"], 1e-9)
-        out += f"\n\ndatawheel / baseline at 32 connections: {ratio:.2f}x req/s"
+    if "baseline" in results and 32 in connections:
+        base = max(results["baseline"][32]["rps"], 1e-9)
+        for name, runs in results.items():
+            if name != "baseline":
+                out += f"\n\n{name} / baseline at 32 connections: {runs[32]['rps'] / base:.2f}x req/s"
     return out
 
 
@@ -225,6 +226,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,8,32,128")
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--only", choices=("baseline", "datawheel"))
+    parser.add_argument("--workers", default="1,2", help="datawheel runs: one per `serve --workers N` count")
     parser.add_argument("--workdir", type=Path, help="build the workspace here (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument("--baseline-server", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
@@ -249,10 +251,12 @@ def main() -> None:
                                                      str(base / "baseline.db")], port, script, connections,
                                         args.duration)
         if args.only in (None, "datawheel"):
-            port = free_port()
-            results["datawheel"] = bench("datawheel", [sys.executable, "-m", "datawheel.cli", "serve", str(ws_root),
-                                                       "--port", str(port)], port, script, connections,
-                                         args.duration, env=dict(os.environ))
+            for workers in (int(w) for w in args.workers.split(",")):
+                name = "datawheel" if workers == 1 else f"datawheel-w{workers}"
+                port = free_port()
+                results[name] = bench(name, [sys.executable, "-m", "datawheel.cli", "serve", str(ws_root), "--port",
+                                             str(port), "--workers", str(workers)], port, script, connections,
+                                      args.duration, env=dict(os.environ))
         print(table(results, connections))
     finally:
         if not args.keep and args.workdir is None:

@@ -6,6 +6,9 @@ queue, and nothing else). The admin key can do everything the others can.
 
 This module is the only reader of ``app.state``; routes name a typed alias
 (``WorkspaceDep``, ``AdminKey``...) and FastAPI resolves it once per request.
+Every dependency here is ``async def`` though none awaits: FastAPI runs a plain
+``def`` dependency in its threadpool, one thread hop each, which cost more than
+the rest of a prediction under load. They must stay quick and never block.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datawheel.workspace import Workspace
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -36,7 +39,7 @@ ServicesDep = Annotated[Services, Depends(_services)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _role(services: ServicesDep, creds: Credentials) -> str:
+async def _role(services: ServicesDep, creds: Credentials) -> str:
     if creds is None:
         raise HTTPException(401, "missing key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -49,49 +52,49 @@ def _role(services: ServicesDep, creds: Credentials) -> str:
 Role = Annotated[str, Depends(_role)]
 
 
-def app_role(role: Role) -> str:
+async def app_role(role: Role) -> str:
     if role == "annotator":
         raise HTTPException(403, "the annotator key only opens the annotation routes")
     return role
 
 
-def annotator_role(role: Role) -> str:
+async def annotator_role(role: Role) -> str:
     if role not in ("admin", "annotator"):
         raise HTTPException(403, "this route needs the annotator or the admin key")
     return role
 
 
-def admin_role(role: Role) -> str:
+async def admin_role(role: Role) -> str:
     if role != "admin":
         raise HTTPException(403, "this route needs the admin key")
     return role
 
 
-def _ws(s: ServicesDep) -> Workspace:
+async def _ws(s: ServicesDep) -> Workspace:
     return s.ws
 
 
-def _server(s: ServicesDep) -> ModelServer:
+async def _server(s: ServicesDep) -> ModelServer:
     return s.server
 
 
-def _runner(s: ServicesDep) -> CycleRunner:
+async def _runner(s: ServicesDep) -> CycleRunner:
     return s.runner
 
 
-def _screen(s: ServicesDep) -> Screen:
+async def _screen(s: ServicesDep) -> Screen:
     return s.screen
 
 
-def _telemetry(s: ServicesDep) -> Telemetry:
+async def _telemetry(s: ServicesDep) -> Telemetry:
     return s.telemetry
 
 
-def _ingest(s: ServicesDep) -> Ingest:
+async def _ingest(s: ServicesDep) -> Ingest:
     return s.ingest
 
 
-def _user_id(user_id: UserPath, s: ServicesDep) -> str:
+async def _user_id(user_id: UserPath, s: ServicesDep) -> str:
     return s.screen.check_user_id(user_id)
 
 

@@ -9,6 +9,7 @@ checksum-verified before it is published.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -23,10 +24,17 @@ from datawheel.stages.release import TRIALS
 from datawheel.tasks.base import predict_proba
 from datawheel.workspace import Workspace
 
+#: the most requests one forward pass answers
+MAX_INFERENCE_BATCH = 64
+#: (model version, label, scores per label)
+Answer = tuple[int, str, dict[str, float]]
+
 
 class ModelServer:
     def __init__(self, ws: Workspace, refresh_interval: float = 1.0, runtime: str = "torch") -> None:
         self.ws = ws
+        #: the batch each event loop is filling (see :meth:`predict_batched`)
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Any, str | None, asyncio.Future]]] = {}
         self.registry = Registry(ws)
         self.refresh_interval = refresh_interval
         self.runtime = runtime
@@ -109,6 +117,11 @@ class ModelServer:
             self.refresh(force=True)
         return {"rolled_back": canary.version, "reason": reason, "aliases": aliases}
 
+    @property
+    def has_shadow(self) -> bool:
+        """Whether a shadow runs now, so a caller can skip the shadow step (and its thread) when none does."""
+        return self._shadow is not None
+
     def shadow_predict(self, item: Any) -> tuple[int, str] | None:
         """The shadow's answer for an item the champion just answered, or None when no shadow runs."""
         shadow = self._shadow  # read once: a concurrent refresh may replace it
@@ -117,12 +130,69 @@ class ModelServer:
         probs = predict_proba(shadow.module, self.ws.task.featurize([item], shadow.model_name))[0]
         return shadow.version, self.ws.labels[int(torch.argmax(probs))]
 
-    def predict(self, item: Any, user_id: str | None = None) -> tuple[int, str, dict[str, float]]:
-        loaded = self.refresh()
-        canary = self._canary
-        if canary is not None and user_id is not None and self.in_canary(user_id):
-            loaded = canary
-        probs = predict_proba(loaded.module, self.ws.task.featurize([item], loaded.model_name))[0]  # [n_classes]
+    def _model_for(self, loaded: LoadedModel, canary: LoadedModel | None, user_id: str | None) -> LoadedModel:
+        return canary if canary is not None and user_id is not None and self.in_canary(user_id) else loaded
+
+    def _answers(self, model: LoadedModel, items: list[Any]) -> list[Answer]:
+        """One forward pass for all ``items``: (version, label, scores) each."""
+        probs = predict_proba(model.module, self.ws.task.featurize(items, model.model_name))  # [n, n_classes]
         labels = self.ws.labels
-        top = int(torch.argmax(probs))
-        return loaded.version, labels[top], {lab: round(float(p), 6) for lab, p in zip(labels, probs)}
+        tops = torch.argmax(probs, dim=1).tolist()
+        return [(model.version, labels[top], {lab: round(p, 6) for lab, p in zip(labels, row)})
+                for top, row in zip(tops, probs.tolist())]
+
+    def predict(self, item: Any, user_id: str | None = None) -> Answer:
+        """The answer for one item, computed now on the caller's thread (see :meth:`predict_batched`)."""
+        loaded = self._model_for(self.refresh(), self._canary, user_id)
+        return self._answers(loaded, [item])[0]
+
+    async def predict_batched(self, item: Any, user_id: str | None = None) -> Answer:
+        """The answer from a forward pass shared with the requests that reached this point in the same turn of
+        the event loop (at most ``MAX_INFERENCE_BATCH``).
+
+        No thread and no timer: the first request of a batch schedules the pass with ``call_soon``, so it runs
+        as soon as the requests already runnable have queued theirs. A lone request waits for nothing; under
+        load, every turn of the loop answers all the requests parsed in it with one pass. Every item in a batch
+        is answered by the models read once for that batch, so a swap never splits a request.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop, pending)
+        pending.append((item, user_id, future))
+        if len(pending) >= MAX_INFERENCE_BATCH:
+            del self._pending[loop]  # full: the next request starts another batch
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, pending: list[tuple[Any, str | None, asyncio.Future]]) -> None:
+        if self._pending.get(loop) is pending:
+            del self._pending[loop]
+        live = [(item, user_id, future) for item, user_id, future in pending if not future.cancelled()]
+        for (_, _, future), answer in zip(live, self.answer_all([(item, user_id) for item, user_id, _ in live])):
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    def answer_all(self, jobs: list[tuple[Any, str | None]]) -> list[Answer | Exception]:
+        """Answers for (item, user id) pairs: one forward pass per model serving them (the champion, and the
+        canary for its users). If a pass fails its items are retried alone, so a bad item fails by itself."""
+        loaded, canary = self.refresh(), self._canary
+        groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for n, (_, user_id) in enumerate(jobs):
+            model = self._model_for(loaded, canary, user_id)
+            groups.setdefault(id(model), (model, []))[1].append(n)
+        out: list[Answer | Exception] = [RuntimeError("not answered")] * len(jobs)
+        for model, members in groups.values():
+            try:
+                for n, answer in zip(members, self._answers(model, [jobs[n][0] for n in members])):
+                    out[n] = answer
+            except Exception:  # noqa: BLE001 - retried one by one below
+                for n in members:
+                    try:
+                        out[n] = self._answers(model, [jobs[n][0]])[0]
+                    except Exception as exc:  # noqa: BLE001 - handed to its own caller
+                        out[n] = exc
+        return out

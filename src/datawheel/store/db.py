@@ -17,6 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: writers fall back on SQLite's busy handler
+    fcntl = None  # type: ignore[assignment]
+
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -78,9 +83,36 @@ def write(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+@contextmanager
+def writer_turn(engine: Engine) -> Iterator[None]:
+    """Wait for this database's writer turn, across processes, before a write transaction (SQLite files only).
+
+    Several server processes each run a group-commit writer. On SQLite a writer that finds the lock taken
+    sleeps in its busy handler (1, 2, 5... up to 100 ms at a time) however soon the lock is released; an
+    ``flock`` on a file beside the database wakes the next writer the moment the previous one is done, and
+    the writes queued meanwhile join its batch. The kernel releases the lock of a killed process.
+    PostgreSQL queues writers itself: nothing to do there.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    fd = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)  # owner-only, like the database
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def insert_ignore(conn: Connection, table: Any, values: dict) -> Any:
+    return insert_ignore_stmt(conn, table).values(**values)
+
+
+def insert_ignore_stmt(conn: Connection, table: Any) -> Any:
+    """INSERT that skips rows whose key exists; without values, so one statement can take many rows."""
     dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert  # make_engine allows no other
-    return dialect_insert(table).values(**values).on_conflict_do_nothing()
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def process_alive(pid: int) -> bool:

@@ -11,10 +11,11 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from datawheel.artifacts import LabelledRecord, Vote
 from datawheel.errors import NotFound
@@ -23,11 +24,15 @@ from datawheel.store import tables as t
 from datawheel.store.curation import drop_orphans, reliability_row
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
 from datawheel.store.erasure import models_by_snapshot
-from datawheel.store.group_commit import GroupCommitter
+from datawheel.store.group_commit import Batch, GroupCommitter
 
 SCOPES = ("training", "analytics")
 _COMMITTER_LOCK = threading.Lock()
 _COLUMN = {"training": t.users.c.consent_training, "analytics": t.users.c.consent_analytics}
+# Built once: the group-commit writer runs these for every write, and building a statement costs more than running it.
+_USER_CONSENT = select(t.users.c.consent_training, t.users.c.consent_analytics).where(
+    t.users.c.user_id == bindparam("user_id"))
+_RECORD_OWNER = select(t.records.c.user_id).where(t.records.c.id == bindparam("record_id"))
 
 
 def _consent(row: Any) -> dict[str, bool]:
@@ -73,41 +78,87 @@ class PeopleQueries:
 
     # -- records -----------------------------------------------------------
 
+    def _consent_for_write(self, batch: Batch, user_id: str, consent: Mapping[str, bool] | None,
+                           require: Callable[[dict[str, bool]], None] | None) -> dict[str, bool]:
+        """The consent in force for a write in a group commit, checked by ``require`` before anything is written.
+
+        The common case writes nothing here: a known user sending no change is a read (once per batch), and
+        a new user without consent is a deferred row. A consent change is written at once, in the write's
+        own savepoint, exactly as :meth:`set_consent` writes it. A refusal leaves no trace, not even the user.
+        """
+        key = ("user", user_id)
+        current = batch.recall(key)
+        is_new = False
+        if current is None:
+            row = batch.read(_USER_CONSENT, {"user_id": user_id}).first()
+            is_new = row is None
+            current = {"training": False, "analytics": False} if is_new else _consent(row)
+        granted = {**current, **{s: bool(v) for s, v in (consent or {}).items()}}
+        if require is not None:
+            require(dict(granted))
+        if granted != current:
+            self._ensure_user(batch.direct(), user_id, consent, actor="app")
+        elif is_new:
+            now = utcnow()
+            batch.defer(t.users, {"user_id": user_id, "consent_training": False, "consent_analytics": False,
+                                  "consent_updated_at": now, "created_at": now}, ignore_conflict=True)
+        batch.remember(key, granted)
+        return granted
+
+    def submit_record(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
+                      consent: Mapping[str, bool] | None, label: str | None = None,
+                      predicted_label: str | None = None, model_name: str | None = None,
+                      model_version: str | None = None, meta: dict | None = None,
+                      require: Callable[[dict[str, bool]], None] | None = None) -> tuple[str, Future[None]]:
+        """Queue one record for the next group commit: its id, and a future that resolves once it is durable.
+
+        ``require`` may refuse it given the consent in force (raising from the future); nothing is then stored.
+        An async route awaits the future without holding a thread; :meth:`add_record` waits on it.
+        """
+        record_id = new_id()
+
+        def insert_record(batch: Batch) -> None:
+            granted = self._consent_for_write(batch, user_id, consent, require)
+            batch.defer(t.records, {
+                "id": record_id, "user_id": user_id, "kind": kind, "content_hash": content_hash, "input": input,
+                "label": label, "predicted_label": predicted_label, "model_name": model_name,
+                "model_version": model_version, "consent_training": granted["training"], "meta": meta or {},
+                "created_at": utcnow()})
+            batch.remember(("record", record_id), user_id)
+
+        return record_id, self._group_commit().submit(insert_record)
+
     def add_record(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
                    consent: Mapping[str, bool] | None, label: str | None = None, predicted_label: str | None = None,
                    model_name: str | None = None, model_version: str | None = None, meta: dict | None = None,
                    require: Callable[[dict[str, bool]], None] | None = None) -> str:
-        """Store one record. ``require`` may refuse it given the consent in force (raising), rolling back."""
-        record_id = new_id()
-
-        def insert_record(conn: Connection) -> None:
-            granted = self._ensure_user(conn, user_id, consent, actor="app")
-            if require is not None:
-                require(granted)
-            conn.execute(insert(t.records).values(
-                id=record_id, user_id=user_id, kind=kind, content_hash=content_hash, input=input,
-                label=label, predicted_label=predicted_label, model_name=model_name,
-                model_version=model_version, consent_training=granted["training"], meta=meta or {},
-                created_at=utcnow()))
-
-        # Shares a transaction with concurrent writes; returns only once that transaction has committed.
-        self._group_commit().run(insert_record)
+        """Store one record, committed before returning. ``require`` may refuse it given the consent in force."""
+        record_id, done = self.submit_record(
+            user_id=user_id, kind=kind, input=input, content_hash=content_hash, consent=consent, label=label,
+            predicted_label=predicted_label, model_name=model_name, model_version=model_version, meta=meta,
+            require=require)
+        done.result()
         return record_id
 
     def add_feedback(self, *, record_id: str, user_id: str, label: str | None, rating: int | None,
                      comment: str | None, require: Callable[[dict[str, bool]], None] | None = None) -> str:
         feedback_id = new_id()
 
-        def insert_feedback(conn: Connection) -> None:
-            owner = conn.execute(select(t.records.c.user_id).where(t.records.c.id == record_id)).first()
+        def insert_feedback(batch: Batch) -> None:
+            owner = batch.recall(("record", record_id))
+            if owner is None:
+                row = batch.read(_RECORD_OWNER, {"record_id": record_id}).first()
+                owner = row.user_id if row is not None else None
             # Another user's interaction is reported exactly like a missing one: ids are not an oracle.
-            if owner is None or owner.user_id != user_id:
+            if owner != user_id:
                 raise NotFound("interaction_id: no such interaction for this user")
             if require is not None:
-                require(_consent(conn.execute(select(t.users).where(t.users.c.user_id == user_id)).one()))
-            conn.execute(insert(t.feedback).values(id=feedback_id, record_id=record_id, user_id=user_id,
-                                                   label=label, rating=rating, comment=comment,
-                                                   created_at=utcnow()))
+                granted = batch.recall(("user", user_id))
+                if granted is None:
+                    granted = _consent(batch.read(_USER_CONSENT, {"user_id": user_id}).one())
+                require(dict(granted))
+            batch.defer(t.feedback, {"id": feedback_id, "record_id": record_id, "user_id": user_id, "label": label,
+                                     "rating": rating, "comment": comment, "created_at": utcnow()})
 
         self._group_commit().run(insert_feedback)
         return feedback_id
@@ -166,8 +217,14 @@ class PeopleQueries:
                 raise NotFound("user_id: no data is held for this user")
             recs = conn.execute(select(t.records).where(t.records.c.user_id == user_id)
                                 .order_by(t.records.c.created_at)).all()
-            fbs = conn.execute(select(t.feedback).where(t.feedback.c.user_id == user_id)
-                               .order_by(t.feedback.c.created_at)).all()
+            fbs = conn.execute(select(t.feedback, t.answer_feedback.c.correction, t.answer_feedback.c.chosen)
+                               .outerjoin(t.answer_feedback, t.answer_feedback.c.feedback_id == t.feedback.c.id)
+                               .where(t.feedback.c.user_id == user_id).order_by(t.feedback.c.created_at)).all()
+            answers: dict[str, list[str]] = defaultdict(list)
+            for a in conn.execute(select(t.completions.c.record_id, t.completions.c.text)
+                                  .join(t.records, t.records.c.id == t.completions.c.record_id)
+                                  .where(t.records.c.user_id == user_id).order_by(t.completions.c.idx)):
+                answers[a.record_id].append(a.text)
             members = conn.execute(select(t.snapshot_members.c.record_id, t.snapshot_members.c.snapshot_id)
                                    .where(t.snapshot_members.c.user_id == user_id)).all()
             by_snapshot = models_by_snapshot(conn)
@@ -181,7 +238,8 @@ class PeopleQueries:
         fb_by_record: dict[str, list[dict]] = defaultdict(list)
         for f in fbs:
             fb_by_record[f.record_id].append({"id": f.id, "label": f.label, "rating": f.rating,
-                                              "comment": f.comment, "created_at": aware(f.created_at).isoformat()})
+                                              "comment": f.comment, "created_at": aware(f.created_at).isoformat(),
+                                              "correction": f.correction, "chosen": f.chosen})
         out = []
         for r in recs:
             datasets = sorted(set(snaps.get(r.id, [])))
@@ -191,6 +249,7 @@ class PeopleQueries:
                 "model_version": r.model_version, "consent_training": r.consent_training,
                 "metadata": r.meta, "created_at": aware(r.created_at).isoformat(),
                 "feedback": fb_by_record.get(r.id, []),
+                "answers": answers.get(r.id, []),
                 "datasets": datasets,
                 "models": sorted({v for s in datasets for v in by_snapshot.get(s, [])}),
             })
