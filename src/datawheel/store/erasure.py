@@ -147,6 +147,7 @@ def _delete_user_rows(conn: Connection, user_id: str) -> tuple[int, int]:
     conn.execute(delete(t.snapshot_members).where(t.snapshot_members.c.user_id == user_id))
     conn.execute(delete(t.consent_events).where(t.consent_events.c.user_id == user_id))
     conn.execute(delete(t.user_reliability).where(t.user_reliability.c.user_id == user_id))
+    conn.execute(delete(t.contributor_values).where(t.contributor_values.c.user_id == user_id))
     drop_orphans(conn)
     conn.execute(delete(t.users).where(t.users.c.user_id == user_id))
     return n_rec, n_fb
