@@ -28,7 +28,8 @@ OPERATORS = frozenset({"admin"})
 #: route name (the operation id) -> the roles that may call it
 ALLOWED: dict[str, frozenset[str]] = {
     # the product's backend, acting for its users
-    "predict": PRODUCT, "log_interaction": PRODUCT, "add_feedback": PRODUCT, "contribute": PRODUCT,
+    "predict": PRODUCT, "create_chat_completion": PRODUCT, "log_interaction": PRODUCT, "add_feedback": PRODUCT,
+    "contribute": PRODUCT,
     "set_consent": PRODUCT, "export_user_data": PRODUCT, "erase_user": PRODUCT, "get_erasure_receipt": PRODUCT,
     # people labelling the queue
     "annotation_queue": ANNOTATORS, "annotate": ANNOTATORS,

@@ -61,7 +61,7 @@ def test_every_json_route_documents_its_answer_and_its_errors(spec):
     """A 2xx with a schema, every 4xx as ErrorOut; keyed routes declare 401/403, routes with input 422."""
     routes = _api_routes()
     operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
-    assert set(operations) == set(routes) and len(routes) == 26
+    assert set(operations) == set(routes) and len(routes) == 27
     problems = []
     for (method, path), op in operations.items():
         route, where = routes[method, path], f"{method.upper()} {path}"

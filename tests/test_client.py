@@ -18,6 +18,7 @@ OPERATIONS = {
     "log_interaction": "log_interaction",
     "add_feedback": "feedback",
     "contribute": "contribute",
+    "create_chat_completion": "chat",
     "set_consent": "set_consent",
     "export_user_data": "user_data",
     "erase_user": "erase",

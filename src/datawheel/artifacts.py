@@ -166,3 +166,30 @@ class LabelledRecord:
     consent_at_creation: bool
     consent_now: bool
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class AnswerFeedback:
+    """One user's judgement of a generated answer: a thumb, the answer they wanted, or the better of two."""
+
+    user_id: str
+    rating: int | None
+    correction: str | None
+    chosen: int | None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A text-generation interaction as curation sees it: the conversation, the answers given, the feedback."""
+
+    record_id: str
+    user_id: str
+    content_hash: str
+    input: bytes
+    answers: tuple[str, ...]
+    feedback: tuple[AnswerFeedback, ...]
+    consent_at_creation: bool
+    consent_now: bool
+    created_at: datetime
+    #: the model version that answered (an upstream server's version in proxy mode)
+    model_version: str = ""

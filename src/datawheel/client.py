@@ -83,10 +83,22 @@ class Client:
                 "model_version": model_version, **_consent(consent), **_given(metadata=metadata)}
         return self._call("POST", "/v1/interactions", json=body)["id"]
 
+    def chat(self, user_id: str, messages: list[dict], *, consent: bool | None = None, metadata: dict | None = None,
+             **params: Any) -> dict:
+        """A text-generation workspace's answer (OpenAI's chat completion; ``id`` is the interaction id).
+
+        ``params`` are OpenAI's (``max_tokens``, ``temperature``, ``n``, ``stop``, ``seed``); for streaming, use
+        the ``openai`` package with ``base_url`` pointed at the server.
+        """
+        body = {"messages": messages, "user": user_id, **params, **_consent(consent), **_given(metadata=metadata)}
+        return self._call("POST", "/v1/chat/completions", json=body)
+
     def feedback(self, interaction_id: str, user_id: str, *, label: str | None = None, rating: int | None = None,
-                 comment: str | None = None) -> str:
+                 comment: str | None = None, correction: str | None = None, chosen: int | None = None) -> str:
+        """``label`` for a classifier; ``correction`` (the answer wanted) and ``chosen`` (0 or 1 of an ``n=2``
+        request) for text generation; ``rating`` and ``comment`` for either."""
         body = {"interaction_id": interaction_id, "user_id": user_id,
-                **_given(label=label, rating=rating, comment=comment)}
+                **_given(label=label, rating=rating, comment=comment, correction=correction, chosen=chosen)}
         return self._call("POST", "/v1/feedback", json=body)["id"]
 
     def contribute(self, user_id: str, input: dict, label: str, *, consent: bool,

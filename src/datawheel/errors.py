@@ -13,6 +13,7 @@
     ├── Conflict             the request clashes with current state              -> 409
     │   └── ErasedDuringCycle  a model saw a user erased while its cycle ran: not promoted
     ├── CycleError           a cycle's precondition is broken (not a rejection)
+    ├── UpstreamError        the upstream model server (proxy mode) failed or is down -> 502
     └── ClientError          the server refused a client's request (status, code, detail)
         └── ServerUnavailable  no answer came: connection refused or dropped, or timed out
 
@@ -92,6 +93,13 @@ class ErasedDuringCycle(Conflict):
 
 class CycleError(DatawheelError):
     code = "cycle_error"
+
+
+class UpstreamError(DatawheelError):
+    """The OpenAI-compatible server a proxy-mode workspace forwards to did not answer usefully."""
+
+    status_code = 502
+    code = "upstream_error"
 
 
 class ClientError(DatawheelError):

@@ -11,6 +11,7 @@ from datawheel.api.limits import BodyLimit
 from datawheel.api.routes import (
     annotation,
     audit,
+    chat,
     contributions,
     cycles,
     erasures,
@@ -25,10 +26,11 @@ from datawheel.api.routes import (
 from datawheel.api.services import build_services
 from datawheel.settings import Settings, load_settings
 from datawheel.version import __version__
+from datawheel.web.app import WebFace, create_web
 from datawheel.workspace import Workspace
 
-ROUTERS = (predict, interactions, feedback, contributions, users, erasures, annotation, cycles, models, trials, audit,
-           health)
+ROUTERS = (predict, chat, interactions, feedback, contributions, users, erasures, annotation, cycles, models, trials,
+           audit, health)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -47,5 +49,7 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     install_handlers(app, services.telemetry)
     for module in ROUTERS:
         app.include_router(module.router)
+    # The web app (pages for users, operators, the community) answers its own paths, behind the body limit.
+    app.add_middleware(WebFace, web=create_web(services))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

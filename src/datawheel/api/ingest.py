@@ -9,6 +9,7 @@ whole by :meth:`Ingest.accept` before anything is written or predicted.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,7 +50,7 @@ class Ingest:
         # Redacted before the model sees it, so serving and training see the same text.
         item = self.screen.clean_item(self.ws.task.parse(payload), "input.text")
         if self.ws.task.quality_issue(item) == "blank_input":  # nothing to answer, nothing worth keeping
-            raise InvalidInput("is blank (no letters or digits, or an empty drawing); send something to classify",
+            raise InvalidInput("is blank (no letters or digits, or an empty drawing); send something to answer",
                                "input")
         return Incoming(user_id, item, self.screen.clean_meta(metadata), consent)
 
@@ -60,12 +61,37 @@ class Ingest:
                predicted_label: str | None = None, model_name: str | None = None,
                model_version: str | None = None) -> str:
         """Store the record, committed before returning; the policy's consent rule is checked in the same write."""
+        record_id, done = self.submit_record(incoming, kind, label=label, predicted_label=predicted_label,
+                                             model_name=model_name, model_version=model_version)
+        done.result()
+        return record_id
+
+    def submit_record(self, incoming: Incoming, kind: Kind, *, label: str | None = None,
+                      predicted_label: str | None = None, model_name: str | None = None,
+                      model_version: str | None = None) -> tuple[str, Future[None]]:
+        """As :meth:`record`, but answer at once: the id, and a future that resolves once the record is durable
+        (or raises the consent refusal). An async route awaits it instead of holding a thread."""
         task = self.ws.task
-        record_id = self.ws.store.add_record(
+        record_id, done = self.ws.store.submit_record(
             user_id=incoming.user_id, kind=kind, input=task.encode(incoming.item),
             content_hash=task.content_hash(incoming.item), consent=incoming.consent, label=label,
             predicted_label=predicted_label, model_name=self.screen.clean_optional(model_name, "model_name"),
             model_version=self.screen.clean_optional(model_version, "model_version"), meta=incoming.meta,
             require=self.screen.requirement(kind))
-        self.telemetry.records.labels(kind).inc()
+        counter = self.telemetry.records.labels(kind)
+        done.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else counter.inc())
+        return record_id, done
+
+    def record_exchange(self, incoming: Incoming, answers: list[str], *, model_version: str,
+                        record_id: str | None = None) -> str:
+        """Store a conversation with the answers it was given, durable before returning; the answers pass the same
+        screen as the conversation (a model can repeat personal data it was shown)."""
+        task = self.ws.task
+        screened = [self.screen.clean_text(a, f"answers[{i}]") for i, a in enumerate(answers)]
+        record_id, done = self.ws.store.submit_exchange(
+            user_id=incoming.user_id, input=task.encode(incoming.item), content_hash=task.content_hash(incoming.item),
+            answers=screened, consent=incoming.consent, model_name="datawheel", model_version=model_version,
+            meta=incoming.meta, record_id=record_id, require=self.screen.requirement("interaction"))
+        done.result()
+        self.telemetry.records.labels("interaction").inc()
         return record_id

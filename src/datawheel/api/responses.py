@@ -25,7 +25,9 @@ def _iso(value: Any) -> Any:
 Timestamp = Annotated[str, BeforeValidator(_iso), WithJsonSchema({"type": "string", "format": "date-time"})]
 MetaValue = str | int | float | bool | None
 #: an input as a person is shown it: ``{"image": <PNG, base64>}`` or ``{"text": ...}``
-ShownInput = Annotated[dict[str, str], Field(examples=[{"text": "..."}, {"image": "iVBORw0KGgo..."}])]
+#: an item as a person sees it: {"text"}, {"image": base64 PNG} or, for text generation, {"messages": [...]}
+ShownInput = Annotated[dict[str, str | list[dict[str, str]]], Field(examples=[
+    {"text": "..."}, {"image": "iVBORw0KGgo..."}, {"messages": [{"role": "user", "content": "..."}]}])]
 
 
 class ErrorOut(BaseModel):
@@ -37,7 +39,8 @@ class ErrorOut(BaseModel):
 
 _WHY = {401: "No key, or an unknown key", 403: "The key's role cannot use this route, or consent is missing",
         404: "Something the request names does not exist", 409: "The request clashes with the current state",
-        413: "The body is larger than the server accepts", 422: "The request is malformed or refused by the policy"}
+        413: "The body is larger than the server accepts", 422: "The request is malformed or refused by the policy",
+        502: "The upstream model server (proxy mode) failed or did not answer"}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -91,6 +94,9 @@ class FeedbackOut(BaseModel):
     rating: int | None
     comment: str | None
     created_at: Timestamp
+    #: text generation: the answer the user wanted, and which of two answers they picked
+    correction: str | None = None
+    chosen: int | None = None
 
 
 class RecordOut(BaseModel):
@@ -105,6 +111,7 @@ class RecordOut(BaseModel):
     metadata: dict[str, MetaValue]
     created_at: Timestamp
     feedback: list[FeedbackOut]
+    answers: list[str] = Field([], description="text generation: the answers this conversation was given")
     datasets: list[str] = Field(description="snapshots this record went into")
     models: list[int] = Field(description="model versions trained on those snapshots")
 

@@ -180,9 +180,14 @@ class InteractionIn(_WithMetadata):
 class FeedbackIn(_Body):
     interaction_id: Text = Field(min_length=1, max_length=64)
     user_id: StrictStr = UserId
+    #: classifiers: the right label
     label: Text | None = None
     rating: Annotated[Literal[-1, 1], BeforeValidator(_integer)] | None = None
     comment: Comment | None = None
+    #: text generation: the answer the user wanted (screened for personal data like every text)
+    correction: Annotated[Text, Field(min_length=1, max_length=20_000)] | None = None
+    #: text generation, for a request made with n=2: the index of the better answer
+    chosen: Annotated[Literal[0, 1], BeforeValidator(_integer)] | None = None
 
 
 class ContributionIn(_WithMetadata):

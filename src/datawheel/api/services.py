@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 from datawheel.api.ingest import Ingest
 from datawheel.api.telemetry import Telemetry
+from datawheel.models.chat_serving import ChatServer
 from datawheel.models.serving import ModelServer
 from datawheel.privacy.screen import Screen
 from datawheel.settings import Settings
+from datawheel.tasks import GENERATION_TASK
 from datawheel.wheel.runner import CycleRunner
 from datawheel.workspace import Workspace
 
@@ -56,7 +58,11 @@ class Services:
 
 def build_services(ws: Workspace, settings: Settings) -> Services:
     telemetry = Telemetry()
-    server = ModelServer(ws, refresh_interval=settings.refresh_interval, runtime=settings.runtime)
+    server: ModelServer
+    if ws.config.workspace.task == GENERATION_TASK:
+        server = ChatServer(ws, refresh_interval=settings.refresh_interval)
+    else:
+        server = ModelServer(ws, refresh_interval=settings.refresh_interval, runtime=settings.runtime)
 
     def on_finish(cycle: dict) -> None:
         telemetry.cycles.labels(cycle["status"], cycle["decision"] or "none").inc()

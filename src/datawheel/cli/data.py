@@ -92,11 +92,15 @@ def _resolve(ws, prefix: str) -> dict:
 def datasets(workspace: Path,
              show: str | None = typer.Option(None, help="print this snapshot's datasheet (id or prefix)"),
              export: str | None = typer.Option(None, help="export this snapshot (id or prefix) ..."),
-             to: Path | None = typer.Option(None, help="... to this folder, as a Hugging Face datasets layout")
+             to: Path | None = typer.Option(None, help="... to this folder"),
+             format: str = typer.Option("hf", help="hf (a Hugging Face datasets folder); text-generation also "
+                                                   "openai (fine-tuning JSONL) or trl (SFT/DPO/KTO JSONL)")
              ) -> None:
     """List snapshots with their datasheets' numbers; show a datasheet; export one for `datasets`."""
     from datawheel.artifacts import LabelledSet
     from datawheel.curation import datasheet
+    from datawheel.curation.chat_export import export_chat
+    from datawheel.tasks.chat import TextGeneration
 
     ws = _open(workspace)
     if show:
@@ -111,6 +115,19 @@ def datasets(workspace: Path,
             raise typer.Exit(2)
         snap = _resolve(ws, export)
         table = pq.read_table(ws.root / snap["path"])
+        if isinstance(ws.task, TextGeneration):
+            sheet = datasheet.read(ws.root / snap["path"])
+            try:
+                counts = export_chat(table, ws.task, format, to, datasheet.to_markdown(sheet) if sheet else "")
+            except DatawheelError as exc:
+                err.print(f"[red]error:[/] {exc}")
+                raise typer.Exit(2) from None
+            console.print(f"snapshot {snap['id']} exported to {to} as {format}: "
+                          + ", ".join(f"{name} {n} rows" for name, n in counts.items()))
+            return
+        if format != "hf":
+            err.print(f"[red]error:[/] --format {format}: a {ws.task.name} snapshot exports as hf only")
+            raise typer.Exit(2)
         datasheet.export_huggingface(LabelledSet.from_arrow(table), table.column("confidence").to_pylist(), ws.task,
                                      ws.labels, datasheet.read(ws.root / snap["path"]), to)
         console.print(f"snapshot {snap['id']} exported to {to} ({snap['rows']} rows); "

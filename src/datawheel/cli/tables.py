@@ -49,7 +49,17 @@ def cycle_table(title: str, r: dict) -> Table:
         table.add_row("snapshot items", str(r["snapshot"]["items"]))
         if "users_excluded" in r["snapshot"]:
             table.add_row("users excluded as unreliable", str(r["snapshot"]["users_excluded"]))
-    if "candidate_metrics" in r:
+    for kind in ("sft", "dpo", "kto"):
+        if kind in r.get("snapshot", {}):
+            table.add_row(f"{kind.upper()} rows", str(r["snapshot"][kind]))
+    if "candidate_metrics" in r and "score" in r["candidate_metrics"]:  # a language model
+        cand, paired = r["candidate_metrics"], r["paired_test"]
+        lo, hi = cand["score_ci"]
+        table.add_row(f"candidate {cand['metric']}", f"{cand['score']:.1%} [{lo:.1%}, {hi:.1%}] "
+                                                     f"(v{r['candidate_version']})")
+        table.add_row(f"vs champion ({paired['test']})", f"p={paired['p_value']:.2g}")
+        table.add_row("training seconds", str(r.get("training_seconds", "-")))
+    elif "candidate_metrics" in r:
         cand = r["candidate_metrics"]
         lo, hi = cand["accuracy_ci95"]
         table.add_row("candidate accuracy", f"{cand['accuracy']:.1%} [{lo:.1%}, {hi:.1%}] (v{r['candidate_version']})")
@@ -60,7 +70,9 @@ def cycle_table(title: str, r: dict) -> Table:
     if r["decision"] != "promoted":
         for reason in r.get("decision_reasons", []):
             table.add_row("  because", reason)
-    if "champion_accuracy" in r:
+    if "champion_score" in r:
+        table.add_row("champion score", f"{r['champion_score']:.1%} (v{r['champion_version']})")
+    elif "champion_accuracy" in r:
         table.add_row("champion accuracy", f"{r['champion_accuracy']:.1%} (v{r['champion_version']})")
     else:
         table.add_row("champion", f"v{r['champion_version']}")

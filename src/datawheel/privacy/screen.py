@@ -118,8 +118,13 @@ class Screen:
         return "".join(out)
 
     def clean_item(self, item: Any, field: str) -> Any:
-        """Text items are cleaned; other items (images) carry no text to scan."""
-        return self.clean_text(item, field) if isinstance(item, str) else item
+        """Text items are cleaned, and every message of a conversation; other items (images) carry no text."""
+        if isinstance(item, str):
+            return self.clean_text(item, field)
+        if isinstance(item, tuple) and all(isinstance(m, tuple) and len(m) == 2 for m in item):
+            return tuple((role, self.clean_text(content, f"{field}[{i}].content"))
+                         for i, (role, content) in enumerate(item))
+        return item
 
     def clean_optional(self, text: str | None, field: str) -> str | None:
         return None if text is None else self.clean_text(text, field)

@@ -8,13 +8,29 @@ is judged on consent alone. Every record gets a verdict with a reason code.
 
 from __future__ import annotations
 
-from datawheel.artifacts import LabelledRecord, Verdict
+from typing import Protocol, TypeVar
+
+from datawheel.artifacts import Verdict
 
 STAGE = "comply"
 
 
-def comply(records: list[LabelledRecord]) -> tuple[list[LabelledRecord], list[Verdict]]:
-    kept: list[LabelledRecord] = []
+class Consented(Protocol):
+    """A labelled record or a text-generation exchange: anything stored with its user's consent then and now."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def consent_at_creation(self) -> bool: ...
+    @property
+    def consent_now(self) -> bool: ...
+
+
+R = TypeVar("R", bound=Consented)
+
+
+def comply(records: list[R]) -> tuple[list[R], list[Verdict]]:
+    kept: list[R] = []
     verdicts: list[Verdict] = []
     for rec in records:
         if not rec.consent_at_creation:

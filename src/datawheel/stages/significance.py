@@ -10,7 +10,6 @@ over items, seeded, so a report can be reproduced.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -36,6 +35,8 @@ def mcnemar_exact(candidate_correct: np.ndarray, champion_correct: np.ndarray) -
     only_cand = int((candidate_correct & ~champion_correct).sum())
     only_champ = int((~candidate_correct & champion_correct).sum())
     n = only_cand + only_champ
+    from scipy.stats import binomtest  # where it is used: evaluating model v1 at `init` never needs SciPy
+
     p = 1.0 if n == 0 else float(binomtest(only_cand, n, 0.5, alternative="two-sided").pvalue)
     return {"only_candidate": only_cand, "only_champion": only_champ, "p_value": p}
 
@@ -54,3 +55,19 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15)
         if mask.any():
             total += mask.mean() * abs(conf[mask].mean() - correct[mask].mean())
     return float(total)
+
+
+def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
+                     seed: int = 0) -> dict:
+    """Two-sided paired bootstrap test on per-item scores in [0, 1] (chrF), where McNemar needs 0/1 outcomes.
+
+    Items are resampled together, so an item hard for both models weighs on neither side.
+    """
+    n = len(candidate)
+    if n == 0:
+        return {"mean_difference": 0.0, "p_value": 1.0}
+    diff = candidate.astype(np.float64) - champion.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, n, size=(samples, n))].mean(axis=1)
+    p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
+    return {"mean_difference": float(diff.mean()), "p_value": p if diff.any() else 1.0}

@@ -1,6 +1,7 @@
 """The store: the one object the rest of datawheel talks to the database through.
 
-Its queries live in ``people.py``, ``erasure.py``, ``runs.py``, ``curation.py`` and ``live.py``; this
+Its queries live in ``people.py``, ``erasure.py``, ``runs.py``, ``curation.py``, ``live.py`` and
+``community.py`` (what the web app reads); this
 module joins them.
 
 Every write runs in its own transaction and is committed before the method
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from datawheel.store import tables as t
+from datawheel.store.chat import ChatQueries
+from datawheel.store.community import CommunityQueries
 from datawheel.store.curation import CurationQueries
 from datawheel.store.db import make_engine
 from datawheel.store.erasure import ErasureQueries
@@ -29,7 +32,8 @@ def _unkeyed_ref(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
-class Store(PeopleQueries, ErasureQueries, RunQueries, CurationQueries, LiveQueries):
+class Store(PeopleQueries, ErasureQueries, RunQueries, CurationQueries, LiveQueries, CommunityQueries,
+            ChatQueries):
     def __init__(self, engine: Engine, user_ref: Callable[[str], str] = _unkeyed_ref) -> None:
         self.engine = engine
         #: how users are named in the audit log and erasure receipts: a keyed pseudonym, never the id

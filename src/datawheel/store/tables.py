@@ -224,3 +224,32 @@ audit_head = Table(
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+contributor_values = Table(  # what each consenting user's labels were worth in the latest cycle (community page)
+    "contributor_values",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("cycle_id", String(32), nullable=False),
+    Column("value", Float, nullable=False),  # golden-set accuracy points their labels account for (KNN-Shapley)
+    Column("points", Integer, nullable=False),  # labels valued
+    Column("per_class", JSON, nullable=False),  # label -> accuracy points on that class
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# -- text generation -------------------------------------------------------------------------------
+
+completions = Table(  # the answers a text-generation interaction was given (n of them when n > 1)
+    "completions",
+    metadata,
+    Column("record_id", String(32), ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("text", Text, nullable=False),  # screened like every text a person may have influenced
+)
+
+answer_feedback = Table(  # what feedback on a generated answer adds: the answer wanted, the better of two
+    "answer_feedback",
+    metadata,
+    Column("feedback_id", String(32), ForeignKey("feedback.id", ondelete="CASCADE"), primary_key=True),
+    Column("correction", Text),
+    Column("chosen", Integer),  # index into the interaction's completions
+)

@@ -7,7 +7,10 @@ from pathlib import Path
 from datawheel.errors import ConfigError
 from datawheel.tasks.base import Task
 
+#: the classification tasks (every one runs through tests/test_contract.py's model checks)
 TASK_NAMES = ("image-classification", "text-classification")
+#: text-generation shares the item contract, but its models are language models (tasks/language_model.py)
+GENERATION_TASK = "text-generation"
 
 
 def get_task(name: str, *, encoder: str = "", cache_dir: Path | None = None) -> Task:
@@ -21,4 +24,8 @@ def get_task(name: str, *, encoder: str = "", cache_dir: Path | None = None) -> 
         from datawheel.tasks.text import TextClassification
 
         return TextClassification(encoder=encoder, cache_dir=cache_dir)
-    raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
+    if name == GENERATION_TASK:
+        from datawheel.tasks.chat import TextGeneration
+
+        return TextGeneration()
+    raise ConfigError(f"unknown task {name!r}; choose one of {', '.join((*TASK_NAMES, GENERATION_TASK))}")

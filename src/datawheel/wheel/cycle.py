@@ -32,23 +32,26 @@ from datawheel.artifacts import (
     LabelledSet,
     Progress,
     Snapshot,
-    Verdict,
     Vote,
     drop_users,
     fingerprint,
     write_parquet,
 )
 from datawheel.curation import datasheet
-from datawheel.errors import CycleError, ErasedDuringCycle
+from datawheel.curation.valuation import value_contributors
+from datawheel.errors import CycleError
 from datawheel.models.registry import LoadedModel, Registry
 from datawheel.stages import evaluate
 from datawheel.stages.comply import comply
 from datawheel.stages.curate import CurateInput, CurateOutput, curate
-from datawheel.stages.gate import Decision, gate
+from datawheel.stages.gate import gate
 from datawheel.stages.significance import mcnemar_exact
 from datawheel.stages.train import TrainedModel, calibrated, train
 from datawheel.store.db import utcnow
+from datawheel.tasks import GENERATION_TASK
 from datawheel.tasks.base import predict_proba
+from datawheel.wheel.chat_turn import ChatInputs, chat_cycle
+from datawheel.wheel.outcome import finish, reasons, release_if_clean, save_derived_snapshot, unchanged
 from datawheel.wheel.retention import collect_garbage, prune_derived
 from datawheel.workspace import Workspace
 
@@ -78,10 +81,14 @@ def run_cycle(ws: Workspace, cycle_id: str, progress: Progress | None = None) ->
     fence = store.audit_seq()
     seed, golden = ws.seed(), ws.golden()
     try:
-        inputs = Inputs(seed, golden, registry.load(registry.champion_version()), fence)
-        if params.get("without_user_ref"):
+        if ws.config.workspace.task == GENERATION_TASK:
+            report = chat_cycle(ws, cycle_id, ChatInputs(seed, golden, registry.champion_version(), fence), progress,
+                                without_user_ref=params.get("without_user_ref"))
+        elif params.get("without_user_ref"):
+            inputs = Inputs(seed, golden, registry.load(registry.champion_version()), fence)
             report = _retrain_without(ws, registry, cycle_id, inputs, params["without_user_ref"], progress)
         else:
+            inputs = Inputs(seed, golden, registry.load(registry.champion_version()), fence)
             report = _turn(ws, registry, cycle_id, inputs, progress, params.get("warm_start"))
     except BaseException as exc:
         store.finish_cycle(cycle_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -104,19 +111,21 @@ def _turn(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, prog
     kept, comply_verdicts = comply(records)
     curated, lineage = _curate(ws, kept, votes, inputs)
     snapshot = curated.snapshot
-    rejected = _reasons(comply_verdicts + curated.verdicts)
+    rejected = reasons(comply_verdicts + curated.verdicts)
     store.save_verdicts(cycle_id, [(v.record_id, v.stage, "accepted" if v.accepted else "rejected", v.reason)
                                    for v in comply_verdicts + curated.verdicts])
     store.save_curation(cycle_id, curated.reliability, curated.queue)
     _save_snapshot(ws, cycle_id, snapshot, kept, inputs, rejected, lineage, records_in=len(records))
     outcome = challenge(ws, registry, cycle_id, inputs, snapshot.to_arrow(ws.user_ref), snapshot.id, progress,
                         warm_start=warm_start)
+    valuation = store.save_contributor_values(cycle_id, value_contributors(
+        ws.task, inputs.champion.network, inputs.champion.model_name, kept, votes, inputs.golden, ws.labels))
     report = {"retention_deleted": expired, "records_in": len(records),
               "accepted": sum(len(r) for r in snapshot.record_ids), "rejected": sum(rejected.values()),
               "rejected_by_reason": rejected,
               "snapshot": {"id": snapshot.id, "items": len(snapshot.items), **snapshot.stats},
-              **outcome, "seconds": round(time.perf_counter() - t0, 3)}
-    return _finish(ws, cycle_id, snapshot.id, report)
+              **outcome, "valuation": valuation, "seconds": round(time.perf_counter() - t0, 3)}
+    return finish(ws, cycle_id, snapshot.id, report)
 
 
 def _curate(ws: Workspace, kept: list[LabelledRecord], votes: list[Vote],
@@ -185,41 +194,20 @@ def _retrain_without(ws: Workspace, registry: Registry, cycle_id: str, inputs: I
     store, champion = ws.store, inputs.champion
     source_id = store.get_model(champion.version)["dataset_id"]
     if source_id is None:
-        report = {"decision": "unchanged", "champion_version": champion.version, "rows_removed": 0,
-                  "decision_reasons": [f"champion v{champion.version} was trained on the seed set only; "
-                                       "it holds no user's data"]}
-        store.finish_cycle(cycle_id, status="done", decision="unchanged", champion_version=champion.version,
-                           report=report)
-        return report
+        return unchanged(ws, cycle_id, champion.version,
+                         f"champion v{champion.version} was trained on the seed set only; it holds no user's data")
     source_path = ws.root / store.get_snapshot(source_id)["path"]
     table = pq.read_table(source_path)
     kept = drop_users(table, {user_ref})
     snapshot_id = fingerprint("retrain-without", [source_id, user_ref], {})
-    _save_derived_snapshot(ws, cycle_id, snapshot_id, kept, source_id, source_path, removed=len(table) - len(kept))
+    save_derived_snapshot(ws, cycle_id, snapshot_id, kept, source_id, source_path, removed=len(table) - len(kept),
+                          per_label=dict(sorted(Counter(kept.column("label").to_pylist()).items())))
     outcome = challenge(ws, registry, cycle_id, inputs, kept, snapshot_id, progress,
                         replacing="a replacement without one user's rows was asked for")
     report = {"replaces": champion.version, "source_snapshot": source_id, "rows_removed": len(table) - len(kept),
               "snapshot": {"id": snapshot_id, "items": len(kept)}, **outcome,
               "seconds": round(time.perf_counter() - t0, 3)}
-    return _finish(ws, cycle_id, snapshot_id, report)
-
-
-def _save_derived_snapshot(ws: Workspace, cycle_id: str, snapshot_id: str, kept: pa.Table, source_id: str,
-                           source_path: Path, removed: int) -> None:
-    store = ws.store
-    if store.has_snapshot(snapshot_id):
-        return
-    path = ws.snapshot_path(snapshot_id)
-    sha = write_parquet(kept, path)
-    kept_records = {r for rids in kept.column("record_ids").to_pylist() for r in rids}
-    members = [(r, u) for r, u in store.snapshot_members(source_id) if r in kept_records]
-    datasheet.write(datasheet.derive(
-        datasheet.read(source_path), snapshot_id=snapshot_id, created_at=utcnow().isoformat(), cycle_id=cycle_id,
-        parquet_path=str(path.relative_to(ws.root)), sha256=sha,
-        per_label=dict(sorted(Counter(kept.column("label").to_pylist()).items())), records=len(members),
-        contributors=len({u for _, u in members}), source_id=source_id, removed_rows=removed), path)
-    store.save_snapshot(snapshot_id=snapshot_id, cycle_id=cycle_id, path=str(path.relative_to(ws.root)),
-                        sha256=sha, rows=len(kept), members=members)
+    return finish(ws, cycle_id, snapshot_id, report)
 
 
 def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, snapshot: pa.Table,
@@ -251,7 +239,7 @@ def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, 
                                 cycle_id=cycle_id, seed_items=len(inputs.seed),
                                 decision={"decision": decision.name, "decision_reasons": decision.reasons,
                                           "mcnemar": paired})
-    decision = _release(ws, registry, version, decision, (inputs.fence, refs))
+    decision = release_if_clean(ws, registry, version, decision, (inputs.fence, refs))
     return {"trained_on": len(data), "candidate_version": version, "candidate_metrics": cand_metrics,
             "champion_metrics_before": champ_metrics, "decision": decision.name,
             "decision_reasons": decision.reasons, "mcnemar": paired,
@@ -292,27 +280,6 @@ def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion
     return candidate
 
 
-def _release(ws: Workspace, registry: Registry, version: int, decision: Decision,
-             fence: tuple[int, set[str]]) -> Decision:
-    """Promote if the gate says so and no user whose data the candidate saw was erased meanwhile.
-
-    The check runs inside the alias transaction, so an erasure lands either before it (no promotion, the
-    receipt names the candidate) or after it (the erasure's receipt finds the model through the snapshot).
-    """
-    late = ws.store.erased_refs_after(fence[0]) & fence[1]
-    if not late and decision.promote:
-        try:
-            registry.promote(version, actor="cycle", reason="; ".join(decision.reasons), unless_erased=fence)
-            return decision
-        except ErasedDuringCycle as exc:
-            late = exc.user_refs
-    if late:
-        ws.store.name_in_receipts(late, version, actor="cycle")
-        return Decision(False, [f"{len(late)} user(s) whose data the candidate saw were erased while it trained; "
-                                "it is named in their erasure receipts and never serves", *decision.reasons])
-    return decision
-
-
 def first_champion(ws: Workspace, seed: LabelledSet, golden: LabelledSet, progress: Progress | None = None) -> int:
     """Model v1 at ``init``: trained on the seed set, evaluated, registered and made champion."""
     trained = train(ws.task, seed, ws.labels, ws.config.model, progress)
@@ -322,17 +289,6 @@ def first_champion(ws: Workspace, seed: LabelledSet, golden: LabelledSet, progre
     version = registry.register(trained, metrics, dataset_id=None, parent=None, cycle_id=None, seed_items=len(seed))
     registry.promote(version, actor="init", reason="model trained on the seed set at init")
     return version
-
-
-def _finish(ws: Workspace, cycle_id: str, snapshot_id: str, report: dict) -> dict:
-    ws.store.finish_cycle(cycle_id, status="done", decision=report["decision"],
-                          champion_version=report["champion_version"],
-                          candidate_version=report["candidate_version"], snapshot_id=snapshot_id, report=report)
-    return report
-
-
-def _reasons(verdicts: list[Verdict]) -> dict[str, int]:
-    return dict(sorted(Counter(v.reason for v in verdicts if not v.accepted).items()))
 
 
 def spawn_cycle(ws_root: Path, cycle_id: str) -> subprocess.Popen:

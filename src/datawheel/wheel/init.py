@@ -17,26 +17,30 @@ from datawheel.errors import WorkspaceError
 from datawheel.importers import load_labelled
 from datawheel.privacy.policy import POLICY_FILE, Policy
 from datawheel.privacy.screen import Screen
+from datawheel.stages.train import warm_up
 from datawheel.store import tables
 from datawheel.store.store import Store
-from datawheel.tasks import get_task
+from datawheel.tasks import GENERATION_TASK, get_task
+from datawheel.wheel.chat_turn import first_chat_champion
 from datawheel.wheel.cycle import first_champion
 from datawheel.workspace import CONFIG_FILE, SECRETS_FILE, Secrets, Workspace
 
 
 def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed_data: Path, eval_data: Path,
                    db_url: str = "", model_name: str = "", epochs: int | None = None,
-                   model_options: dict | None = None,
+                   model_options: dict | None = None, generation_options: dict | None = None,
                    progress: Progress | None = None) -> Workspace:
-    """``model_options``: further ``[model]`` settings written into the new config (e.g. ``augment``)."""
+    """``model_options``: further ``[model]`` settings written into the new config (e.g. ``augment``);
+    ``generation_options``: the ``[generation]`` settings of a text-generation workspace (``base_model``, ...)."""
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
-    config = _config(task, labels, db_url, model_name, epochs, model_options)
+    config = _config(task, labels, db_url, model_name, epochs, model_options, generation_options)
     secrets = Secrets.generate()
     # The team's own files pass the same screen as users' data: nothing unredacted reaches the workspace.
     screen = Screen(Policy(), secrets.pseudonym_key)
     seed, golden = _import_sets(config, screen, Path(seed_data), Path(eval_data))
+    config = _with_language(config, seed)
     staging = root.with_name(f".{root.name}.init-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     created_external_tables = False
@@ -52,7 +56,10 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
             created_external_tables = True
         tables.metadata.create_all(store.engine)
         ws.record_policy(actor="init")
-        first_champion(ws, seed, golden, progress)
+        if task == GENERATION_TASK:
+            first_chat_champion(ws, seed, golden, progress)
+        else:
+            first_champion(ws, seed, golden, progress)
         store.close()
         staging.rename(root)
     except BaseException:
@@ -66,8 +73,13 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
 
 
 def _config(task: str, labels: tuple[str, ...], db_url: str, model_name: str, epochs: int | None,
-            model_options: dict | None) -> WorkspaceConfig:
+            model_options: dict | None, generation_options: dict | None = None) -> WorkspaceConfig:
     raw: dict = {"workspace": {"task": task, "labels": list(labels), "db_url": db_url}}
+    if generation_options:
+        options = {k: v for k, v in generation_options.items() if v is not None}
+        if "upstream" in options:  # proxy mode: its own section
+            raw["upstream"] = options.pop("upstream")
+        raw["generation"] = options
     model: dict = dict(model_options or {})
     if model_name:
         model["name"] = model_name
@@ -88,10 +100,26 @@ def _config(task: str, labels: tuple[str, ...], db_url: str, model_name: str, ep
     return config
 
 
+def _with_language(config: WorkspaceConfig, seed: LabelledSet) -> WorkspaceConfig:
+    """A text workspace records its language (detected on the seed set unless given) and refuses a model that
+    cannot read it, before any training."""
+    if config.workspace.task != "text-classification":
+        return config
+    from datawheel.tasks.text_encoders import detect_language, language_problem
+
+    model = config.model
+    language = model.language or detect_language([b.decode("utf-8") for b in seed.inputs])
+    problem = language_problem(model.name, model.encoder, language)
+    if problem:
+        raise WorkspaceError(problem)
+    return config.model_copy(update={"model": model.model_copy(update={"language": language})})
+
+
 def _import_sets(config: WorkspaceConfig, screen: Screen, seed_data: Path,
                  eval_data: Path) -> tuple[LabelledSet, LabelledSet]:
     task = get_task(config.workspace.task)
-    seed = load_labelled(seed_data, task, config.workspace.labels, clean=screen.clean_item)
+    # while workers decode the seed images, this process imports what training will need
+    seed = load_labelled(seed_data, task, config.workspace.labels, clean=screen.clean_item, meanwhile=warm_up)
     golden = load_labelled(eval_data, task, config.workspace.labels, clean=screen.clean_item)
     # Keep the golden set honest: an item in both sets stays only in the golden set.
     golden_hashes = set(golden.hashes)
