@@ -243,3 +243,35 @@ def test_ngram_model_learns_a_bilingual_sentiment_set():
         loss.backward()
         opt.step()
     assert (model(x).argmax(1) == y).float().mean() >= 0.9
+
+
+def test_the_language_of_a_set_is_read_from_its_script_or_its_function_words():
+    from datawheel.tasks.text_encoders import detect_language
+
+    assert detect_language(["the match was amazing", "this soup is good and cheap"]) == "en"
+    assert detect_language(["我喜欢这个产品", "质量很好，物流也快", "great 手机"]) == "zh"
+    assert detect_language(["これはとても良いです"]) == "ja"
+    assert detect_language(["배송이 빨라요"]) == "ko"
+    assert detect_language(["le film était très bon", "une merveille de mise en scène"]) == "und"
+
+
+def test_init_records_the_language_and_refuses_an_english_encoder_on_chinese(tmp_path):
+    import json
+
+    from datawheel.errors import WorkspaceError
+    from datawheel.wheel.init import init_workspace
+
+    rows = [{"text": t, "label": lab} for t, lab in [("质量很好，非常满意", "pos"), ("物流很快，包装完好", "pos"),
+                                                    ("太差了，不会再买", "neg"), ("屏幕有划痕，退货", "neg")] * 5]
+    seed, gold = tmp_path / "seed.jsonl", tmp_path / "gold.jsonl"
+    for path, part in ((seed, rows), (gold, rows[:8])):
+        path.write_text("".join(json.dumps({**r, "text": f"{r['text']} {i}"}) + "\n" for i, r in enumerate(part)),
+                        encoding="utf-8")
+    with pytest.raises(WorkspaceError, match=r"reads English only.*'zh'.*tfidf"):
+        init_workspace(tmp_path / "ws", task="text-classification", labels=("neg", "pos"), seed_data=seed,
+                       eval_data=gold, model_name="minilm-head")
+    assert not (tmp_path / "ws").exists()
+    ws = init_workspace(tmp_path / "ws", task="text-classification", labels=("neg", "pos"), seed_data=seed,
+                        eval_data=gold, epochs=2)
+    assert ws.config.model.language == "zh" and 'language = "zh"' in (ws.root / "datawheel.toml").read_text()
+    ws.store.close()

@@ -224,3 +224,48 @@ def test_a_run_never_recreates_the_checkpoint_folder_an_erasure_deleted(splits: 
     train(TASK, as_set(splits.pool[:200]), LABELS, ModelSection(epochs=3, patience=0), checkpoint=folder / "run.pt",
           after_epoch=erase)
     assert not folder.exists()
+
+
+def test_a_checkpoint_holds_the_best_weights_once(splits: DigitSplits, tmp_path, monkeypatch):
+    """The best epoch's weights are not written twice when they are the current ones; a model with large
+    optimizer moments is checkpointed by its best weights alone and still finishes after a kill."""
+    from datawheel.stages import train as train_stage
+
+    data = as_set(splits.pool[:400])
+    cfg = ModelSection(epochs=4, patience=0, validation_share=0.25)
+    ckpt = tmp_path / "run.pt"
+    weights = sum(p.numel() * 4 for p in TASK.build_model("mlp", len(LABELS)).parameters())
+    sizes: list[tuple[int, bool]] = []
+
+    def die_after(epoch: int, epochs: int, stats: dict) -> None:
+        saved = torch.load(ckpt, weights_only=True)
+        sizes.append((ckpt.stat().st_size, "opt" in saved))
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(TASK, data, LABELS, cfg, die_after, checkpoint=ckpt)
+    assert sizes[0][1] and sizes[0][0] < 3.3 * weights  # weights + two moments, no second copy of the weights
+    monkeypatch.setattr(train_stage, "MAX_CHECKPOINT_OPTIMIZER_BYTES", 0)
+    sizes.clear()
+    ckpt.unlink()
+    with pytest.raises(Interrupt):
+        train(TASK, data, LABELS, cfg, die_after, checkpoint=ckpt)
+    assert all(not has_opt and size < 1.3 * weights for size, has_opt in sizes)
+    saved = torch.load(ckpt, weights_only=True)
+    resumed = train(TASK, data, LABELS, cfg, checkpoint=ckpt)
+    assert resumed.info["resumed_from_epoch"] == saved["state"]["ran"] and resumed.info["epochs_run"] == 4
+    assert not ckpt.exists()
+
+
+def test_a_fine_tuned_models_card_says_what_fine_tuning_earned():
+    from datawheel.models.card import render
+
+    metrics = {"accuracy": 0.8, "n": 10, "per_class_recall": {"a": 0.8, "b": 0.8}, "macro_f1": 0.8}
+    card = render(version=3, task="text-classification", labels=("a", "b"), metrics=metrics, dataset_id=None,
+                  seed_items=10, parent=None, decision=None,
+                  train_info={"model_name": "minilm-finetune", "validation_examples": 0})
+    assert "frozen encoder + head (+5.5 points)" in card
+    assert "frozen encoder" not in render(version=3, task="text-classification", labels=("a", "b"), metrics=metrics,
+                                          dataset_id=None, seed_items=10, parent=None, decision=None,
+                                          train_info={"model_name": "tfidf", "validation_examples": 0})

@@ -2,13 +2,17 @@
 
 serve -> log -> comply -> curate -> train -> gate -> release, and the wheel turns again.
 The names below are the public API (pinned by ``tests/test_public_api.py``).
+
+They are imported on first use (PEP 562): ``import datawheel.wheel.init`` or the ``datawheel init``
+command must not pay for the web server, the demo's simulator or curation's libraries, which
+importing them all here cost seconds before any work began.
 """
 
+from __future__ import annotations
 
-from datawheel.api.app import create_app
-from datawheel.client import Client
-from datawheel.config import WorkspaceConfig, load_config
-from datawheel.demo.simulate import Profile, Simulation, default_population
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from datawheel.errors import (
     ClientError,
     ConfigError,
@@ -23,11 +27,34 @@ from datawheel.errors import (
     ServerUnavailable,
     WorkspaceError,
 )
-from datawheel.settings import Settings
 from datawheel.version import __version__
-from datawheel.wheel.cycle import run_cycle
-from datawheel.wheel.init import init_workspace
-from datawheel.workspace import Workspace
+
+if TYPE_CHECKING:
+    from datawheel.api.app import create_app
+    from datawheel.client import Client
+    from datawheel.config import WorkspaceConfig, load_config
+    from datawheel.demo.simulate import Profile, Simulation, default_population
+    from datawheel.settings import Settings
+    from datawheel.wheel.cycle import run_cycle
+    from datawheel.wheel.init import init_workspace
+    from datawheel.workspace import Workspace
+
+#: public name -> the module that defines it
+_LAZY = {
+    "create_app": "datawheel.api.app", "Client": "datawheel.client", "WorkspaceConfig": "datawheel.config",
+    "load_config": "datawheel.config", "Profile": "datawheel.demo.simulate", "Simulation": "datawheel.demo.simulate",
+    "default_population": "datawheel.demo.simulate", "Settings": "datawheel.settings",
+    "run_cycle": "datawheel.wheel.cycle", "init_workspace": "datawheel.wheel.init", "Workspace": "datawheel.workspace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'datawheel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
 
 __all__ = [
     "Client",

@@ -13,11 +13,13 @@ so it can never be a dependency of this Apache-2.0 project.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: `datawheel init` never needs it
+    from sklearn.linear_model import LogisticRegression
 
 #: folds for the out-of-fold probabilities (fewer when a class has fewer members)
 FOLDS = 4
@@ -58,6 +60,8 @@ def out_of_fold_probs(x: np.ndarray, y: np.ndarray, k: int, seed: int = 0) -> np
     splittable = counts[y] >= folds
     idx = np.flatnonzero(splittable)
     if len(np.unique(y[idx])) >= 2:
+        from sklearn.model_selection import StratifiedKFold
+
         skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         for train_i, test_i in skf.split(x[idx], y[idx]):
             tr, te = idx[train_i], idx[test_i]
@@ -80,6 +84,8 @@ class _Model:
 
 
 def _fit(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> _Model:
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=1.0, max_iter=300, random_state=seed)
     # One BLAS thread: beside torch's OpenMP pool, more threads contend and a 0.05 s fit takes 2.5 s.
     with threadpool_limits(1):

@@ -12,9 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import imagehash
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 from PIL import Image
 
 #: DCT perceptual hash size: 16x16 = 256 bits. The default 8x8 is too coarse for 28x28
@@ -55,6 +53,8 @@ class _UnionFind:
 
 def image_hashes(images: Sequence[np.ndarray]) -> np.ndarray:
     """DCT perceptual hash (imagehash.phash) of each uint8 grayscale image, packed: [n, HASH_SIZE**2 / 8]."""
+    import imagehash  # imported where used, as datasketch below: both load SciPy, which `init` never needs
+
     out = np.zeros((len(images), HASH_SIZE * HASH_SIZE // 8), dtype=np.uint8)
     for i, img in enumerate(images):
         bits = imagehash.phash(Image.fromarray(np.asarray(img, dtype=np.uint8)), hash_size=HASH_SIZE).hash
@@ -81,6 +81,8 @@ def _shingles(text: str) -> set[bytes]:
 
 
 def text_clusters(texts: Sequence[str], threshold: float = TEXT_THRESHOLD) -> list[int]:
+    from datasketch import MinHash, MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
     hashes = []
     for i, text in enumerate(texts):

@@ -1,9 +1,10 @@
 """Portable artifacts: a registered version as ONNX, and an onnxruntime module that serves it.
 
 Export uses PyTorch's torch.export-based exporter with the batch (and, for text,
-the sequence) dimension left dynamic, then checks itself: onnxruntime and
-PyTorch must agree on every golden-set prediction before the file is kept.
-onnx, onnxscript and onnxruntime are an optional extra (``.[onnx]``).
+the sequence) dimension left dynamic, or skl2onnx for a scikit-learn model, then
+checks itself: onnxruntime and PyTorch must agree on every golden-set prediction
+before the file is kept. onnx, onnxscript, skl2onnx and onnxruntime are an
+optional extra (``.[onnx]``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from torch import nn
 from datawheel.artifacts import atomic_write_bytes, sha256_file
 from datawheel.errors import ConfigError, WorkspaceError
 from datawheel.models.registry import LoadedModel, Registry
+from datawheel.stages.train import Calibrated
 from datawheel.tasks.base import predict_proba
+from datawheel.tasks.sklearn_model import SklearnModel, from_codepoints
 from datawheel.workspace import Workspace
 
 
@@ -34,13 +37,37 @@ class OnnxModule:
 
     def __init__(self, path: Path) -> None:
         self.session = _runtime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        # A scikit-learn export takes what its estimator takes: strings (text) or flat rows (images).
+        self.strings = graph_input.type == "tensor(string)"
+        self.rank = len(graph_input.shape)
 
     def eval(self) -> OnnxModule:
         return self
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: features.numpy()})[0])
+        if self.strings:
+            x = np.array(from_codepoints(features), dtype=object)
+        else:
+            x = (features.flatten(1) if self.rank == 2 and features.ndim > 2 else features).numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+
+
+def write_onnx(module: nn.Module, features: torch.Tensor, variable_dims: tuple[int, ...], path: Path) -> None:
+    """``module`` (calibrated or not) as an ONNX file at ``path``, traced on ``features`` with these axes dynamic."""
+    inner, temperature = (module.inner, float(module.temperature)) if isinstance(module, Calibrated) else (module, 1.0)
+    if isinstance(inner, SklearnModel):
+        from datawheel.tasks.sklearn_onnx import sklearn_to_onnx
+
+        path.write_bytes(sklearn_to_onnx(inner, temperature))
+        return
+    dims = {axis: torch.export.Dim(f"d{axis}") for axis in variable_dims}
+    program = torch.onnx.export(module, (features[:2],), dynamic_shapes=(dims,), input_names=["features"],
+                                output_names=["logits"], dynamo=True, verbose=False)
+    if program is None:  # torch returns None only for the legacy exporter, which dynamo=True never uses
+        raise WorkspaceError("torch.onnx.export produced no program")
+    program.save(str(path))
 
 
 def onnx_path(ws: Workspace, version: int) -> Path:
@@ -56,16 +83,11 @@ def export(ws: Workspace, version: int) -> dict:
         raise WorkspaceError(f"model v{version}: only a PyTorch model can be exported")
     task, golden = ws.task, ws.golden()
     features = task.featurize([task.decode(b) for b in golden.inputs], loaded.model_name)  # the real shapes
-    dims = {axis: torch.export.Dim(f"d{axis}") for axis in task.variable_dims(loaded.model_name)}
-    program = torch.onnx.export(loaded.module, (features[:2],), dynamic_shapes=(dims,), input_names=["features"],
-                                output_names=["logits"], dynamo=True, verbose=False)
-    if program is None:  # torch returns None only for the legacy exporter, which dynamo=True never uses
-        raise WorkspaceError(f"model v{version}: torch.onnx.export produced no program")
     path = onnx_path(ws, version)
     tmp = path.with_name(f".{path.name}.tmp")
-    program.save(str(tmp))
-    tmp.chmod(0o600)
     try:
+        write_onnx(loaded.module, features, task.variable_dims(loaded.model_name), tmp)
+        tmp.chmod(0o600)
         check = _compare(loaded, OnnxModule(tmp), features)
         if check["agreement"] < 1.0:
             raise WorkspaceError(f"model v{version}: the ONNX export disagrees with PyTorch on "

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.feature_extraction.text import HashingVectorizer
 from torch import nn
 
-from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
 from datawheel.tasks.base import Task
+from datawheel.tasks.sklearn_model import SklearnModel, to_codepoints
 from datawheel.tasks.text_encoders import (
     EmbeddingCache,
     EmbeddingHead,
@@ -79,7 +78,7 @@ class TextClassification(Task):
     change under a saved model, since feature ids and the embedding table depend on them."""
 
     name = "text-classification"
-    models = ("tfidf", "ngram", "minilm-head", "minilm-finetune")
+    models = ("tfidf", "ngram", "minilm-head", "minilm-finetune", "sklearn")
 
     # 2**17 x 32 is a 16 MB table: room for a product's vocabulary without making each CPU step slow.
     def __init__(self, n_buckets: int = 2 ** 17, dim: int = 32, *, encoder: str = "",
@@ -141,10 +140,14 @@ class TextClassification(Task):
         return None
 
     def near_duplicate_clusters(self, items: Sequence[str]) -> list[int]:
+        from datawheel.curation.near_dup import text_clusters  # datasketch and SciPy: curation only
+
         return text_clusters(items)
 
     def vectorize(self, items: Sequence[str]) -> Any:
         """The same word and character n-grams, hashed into a sparse, L2-normalized bag."""
+        from sklearn.feature_extraction.text import HashingVectorizer  # curation only: `init` never loads it
+
         vec = HashingVectorizer(analyzer=self.features, n_features=2 ** 18, alternate_sign=False)
         return vec.transform(items)
 
@@ -212,7 +215,10 @@ class TextClassification(Task):
         """Hashed feature ids and their counts [N, L, 2] for ``tfidf``; hashed n-gram ids [N, L] for ``ngram``
         (and for "", as before ``tfidf`` became the default, so callers without a model name keep their shapes);
         MiniLM embeddings [N, 384] for ``minilm-head``;
-        MiniLM token ids [N, L] for ``minilm-finetune``."""
+        MiniLM token ids [N, L] for ``minilm-finetune``; the texts' code points [N, L] for ``sklearn``, whose
+        pipeline takes the strings themselves."""
+        if model == "sklearn":
+            return to_codepoints(list(items))
         if model == "minilm-head":
             return embed(self.encoder, self.cache if cache else None, items)
         if model == "minilm-finetune":
@@ -245,6 +251,8 @@ class TextClassification(Task):
             return EmbeddingHead(dimension(self.encoder), n_classes)
         if name == "minilm-finetune":
             return FineTunedEncoder(self.encoder, n_classes)
+        if name == "sklearn":
+            return SklearnModel("text", n_classes)
         raise ConfigError(f"unknown text model {name!r}; choose one of {', '.join(self.models)}")
 
 

