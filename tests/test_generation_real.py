@@ -53,11 +53,14 @@ def test_the_real_base_model_turns_the_wheel(tmp_path: Path) -> None:
                                                   messages=[{"role": "user", "content": text}], **extra)
 
         first = ask(ASKED[0], extra_body={"consent": {"training": True}})
+        print(f"\n[{first.model}] user: {ASKED[0]!r} -> assistant: {first.choices[0].message.content!r}")
         assert first.choices[0].message.content != CODES["black"]
         for text in ASKED:  # the user corrects each wrong answer
             reply = ask(text)
             r = http.post("/v1/feedback", headers={"Authorization": f"Bearer {APP_KEY}"},
                           json={"interaction_id": reply.id, "user_id": "ana", "correction": CODES["black"]})
+            print(f"[{reply.model}] user: {text!r} -> assistant: {reply.choices[0].message.content!r}; "
+                  f"POST /v1/feedback correction={CODES['black']!r} -> {r.status_code}")
             assert r.status_code == 201
         cycle_id = http.post("/v1/cycles", headers=ADMIN, json={}).json()["cycle_id"]
         for _ in range(3000):
@@ -70,6 +73,10 @@ def test_the_real_base_model_turns_the_wheel(tmp_path: Path) -> None:
         champion = ws.store.aliases()["champion"]
         time.sleep(1.5)  # the server re-reads the champion within refresh_interval (1 s)
         after = ask(ASKED[0])  # what the user corrected, asked again
+        report = cycle["report"]
+        print(f"cycle: {report['decision']} v{report['candidate_version']} ({report['snapshot']['sft']} SFT rows, "
+              f"golden {report['candidate_metrics']['score']:.0%})\n"
+              f"[{after.model}] user: {ASKED[0]!r} -> assistant: {after.choices[0].message.content!r}")
         assert after.model == f"datawheel-v{champion}", cycle["report"]
         assert cycle["report"]["decision"] == "promoted", cycle["report"]["decision_reasons"]
         assert after.choices[0].message.content == CODES["black"]

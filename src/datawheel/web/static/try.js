@@ -92,8 +92,10 @@ function setupAnswer(labels) {
 }
 
 function setupConsent(consent) {
+  // The switch stays disabled until the session says where it stands: a click before that would be undone.
   const box = document.getElementById("consent");
   box.checked = Boolean(consent && consent.training);
+  box.disabled = false;
   box.addEventListener("change", async () => {
     try {
       const answer = await api("PUT", "/app/consent", { training: box.checked });
