@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,29 @@ def client(ws: Workspace) -> TestClient:
 
 
 APP = {"Authorization": f"Bearer {APP_KEY}"}
+
+#: the local PostgreSQL server (trust auth); tests make and drop a database of their own on it
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it; skips where no server runs."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - no server here: say so rather than pretend
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
+    name = f"dw_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 

@@ -23,12 +23,10 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, text
 
 import datawheel.api.app  # noqa: F401 - imported once here, before the forks, so a restart imports nothing
@@ -41,7 +39,6 @@ from datawheel.workspace import Workspace
 TRIALS = 20
 CLIENTS = 8
 SERVERS = 2  # processes sharing the database, as `serve --workers 2` runs
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 #: what a check returns after a crash: the ids of the stored crash-test records and feedback (duplicates kept)
 Stored = tuple[list[str], list[str]]
@@ -205,21 +202,6 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, template_ws):
     print("crash safety (sqlite):", _crash_trials(ws_root, _key(ws_root), _sqlite_stored(ws_root)))
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    try:
-        admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - no server here: say so rather than pretend
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
-    name = f"dw_crash_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"{PG_SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def test_acknowledged_writes_survive_kill_9_on_postgres(tmp_path, image_dirs, pg_url):

@@ -7,34 +7,13 @@ reachable the tests are skipped, saying so.
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from conftest import ADMIN, APP, make_client
 from datawheel.demo.run import LABELS
 from datawheel.tasks.image import to_png_base64
 from datawheel.wheel.init import init_workspace
-
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        admin = create_engine(f"{SERVER}/test", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - no server here: say so rather than pretend
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
-    name = f"dw_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"{SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def test_workspace_api_and_cycle_on_postgres(tmp_path, image_dirs, splits, pg_url):
