@@ -403,15 +403,25 @@ def upstream_url():
 
     import uvicorn
     from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
 
     stand_in = FastAPI()
     seen: list[dict] = []
 
-    @stand_in.post("/v1/chat/completions")
-    def complete(body: dict) -> dict:
+    @stand_in.post("/v1/chat/completions", response_model=None)
+    def complete(body: dict) -> dict | StreamingResponse:
         seen.append(body)
         number = re.search(r"\d+", body["messages"][-1]["content"])
         answer = COLORS[int(number.group()) % 5] if number else "unknown"
+        if body.get("stream"):  # as OpenAI streams: a role, a piece per character, the finish, usage, [DONE]
+            def events():
+                yield 'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+                for ch in answer:
+                    yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': ch}}]})}\n\n"
+                yield 'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+                yield 'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}\n\n'
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
         return {"id": "up-1", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
                 "choices": [{"index": i, "message": {"role": "assistant", "content": answer},
                              "finish_reason": "stop"} for i in range(body.get("n", 1))],
@@ -427,6 +437,21 @@ def upstream_url():
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}/v1", seen
     server.should_exit = True
+
+
+def _stream_pieces(client, user: str, text: str) -> tuple[list[str], dict]:
+    pieces, usage = [], {}
+    with client.stream("POST", "/v1/chat/completions", headers=APP, json={
+            "messages": [{"role": "user", "content": text}], "user": user, "stream": True,
+            "consent": {"training": True}, "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                event = json.loads(line[len("data: "):])
+                assert "error" not in event, event
+                pieces += [c["delta"]["content"] for c in event["choices"] if c["delta"].get("content")]
+                usage = event.get("usage") or usage
+    return pieces, usage
 
 
 def test_proxy_mode_serves_the_upstream_and_distils_it(tmp_path: Path, tiny_base: Path, upstream_url) -> None:
@@ -448,11 +473,15 @@ def test_proxy_mode_serves_the_upstream_and_distils_it(tmp_path: Path, tiny_base
         assert out["model"] == "datawheel-v3" and out["choices"][0]["message"]["content"] == COLORS[7 % 5]
         for i in range(8, 12):  # unrated upstream answers: accepted, so distilled
             _ask(client, f"u{i}", f"item {i} color?")
+        pieces, usage = _stream_pieces(client, "s1", "item 13 color?")
+        assert len(pieces) == len(COLORS[13 % 5]) and "".join(pieces) == COLORS[13 % 5]  # relayed as it came
+        assert usage["completion_tokens"] == 2  # the upstream's own count
+        assert seen[-1]["stream"] is True
         r = client.post("/v1/cycles", headers=ADMIN, json={})
         cycle = _wait(client, r.json()["cycle_id"])
     assert cycle["status"] == "done", cycle
     report = cycle["report"]
-    assert report["snapshot"]["sft"] == 5
+    assert report["snapshot"]["sft"] == 6  # every accepted upstream answer: u1, u8-u11 and the streamed one
     assert report["decision"] == "rejected" and "auto_margin" in report["decision_reasons"][0]
     assert ws.store.aliases()["champion"] == 3
     ws.store.close()
@@ -478,8 +507,12 @@ def test_an_upstream_that_fails_is_a_502_and_nothing_is_stored(chat_ws: Workspac
         r = client.post("/v1/chat/completions", headers=APP, json={
             "messages": [{"role": "user", "content": "mail jane@example.com the item 3 color"}], "user": "u1",
             "consent": {"training": True}})
-    assert r.status_code == 502 and r.json()["error"] == "upstream_error"
-    assert "jane" not in r.text and ws.store.exchanges() == []
+        assert r.status_code == 502 and r.json()["error"] == "upstream_error"
+        assert "jane" not in r.text
+        r = client.post("/v1/chat/completions", headers=APP, json={  # streamed: still a 502, not a broken stream
+            "messages": [{"role": "user", "content": "item 3 color"}], "user": "u1", "stream": True})
+        assert r.status_code == 502 and r.json()["error"] == "upstream_error"
+    assert ws.store.exchanges() == []
     ws.store.close()
 
 

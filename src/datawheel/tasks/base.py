@@ -10,6 +10,7 @@ task never touches the wheel.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -17,6 +18,27 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from datawheel.errors import InvalidInput
+
+
+def nfkc_text(text: str, field: str, max_raw_chars: int) -> str:
+    """A text as sent, bounded before the costly normalization and made storable, in NFKC form.
+
+    One check for every text task, so the same mistake is refused with the same words wherever it is sent.
+    """
+    if len(text) > max_raw_chars:
+        raise InvalidInput(f"is {len(text)} characters as sent; at most {max_raw_chars} before normalization", field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("contains invalid Unicode (a lone surrogate)", field) from None
+    return unicodedata.normalize("NFKC", text)
+
+
+def wordless(text: str) -> bool:
+    """No letter and no digit in any script: punctuation and emoji alone say nothing a model could follow."""
+    return not any(unicodedata.category(ch)[0] in "LN" for ch in text)
 
 
 class Task(ABC):

@@ -23,7 +23,7 @@ from torch import nn
 
 from datawheel.curation.near_dup import text_clusters
 from datawheel.errors import ConfigError, InvalidInput
-from datawheel.tasks.base import Task
+from datawheel.tasks.base import Task, nfkc_text, wordless
 
 #: a conversation, oldest message first; the last one is the user's turn the assistant answers
 Conversation = tuple[tuple[str, str], ...]
@@ -44,13 +44,7 @@ def normalize_text(text: Any, field: str) -> str:
     """NFKC, one kind of line break, no trailing blanks: the form stored, hashed, trained on and compared."""
     if not isinstance(text, str):
         raise InvalidInput("must be a string", field)
-    if len(text) > MAX_RAW_CHARS:
-        raise InvalidInput(f"is {len(text)} characters as sent; at most {MAX_RAW_CHARS}", field)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("contains invalid Unicode (a lone surrogate)", field) from None
-    text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = nfkc_text(text, field, MAX_RAW_CHARS).replace("\r\n", "\n").replace("\r", "\n")
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()
 
 
@@ -103,8 +97,7 @@ def script(text: str) -> str:
 
 
 def _no_words(text: str) -> bool:
-    left = _PLACEHOLDER.sub("", text)
-    return not any(unicodedata.category(ch)[0] in "LN" for ch in left)
+    return wordless(_PLACEHOLDER.sub("", text))
 
 
 def answer_issue(prompt: str, answer: str, max_chars: int) -> str | None:
@@ -144,7 +137,7 @@ class TextGeneration(Task):
 
     def quality_issue(self, item: Conversation) -> str | None:
         text = prompt_text(item)
-        if not any(unicodedata.category(ch)[0] in "LN" for ch in text):
+        if wordless(text):
             return "blank_input"
         if _no_words(text):
             return "only_placeholders"

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,6 +122,9 @@ class Generator(Protocol):
 
     def generate(self, conversations: Sequence[Conversation], *, max_new_tokens: int | Sequence[int],
                  temperature: float = 0.0, n: int = 1, seed: int = 0) -> list[list[Answer]]: ...
+
+    def stream(self, conversation: Conversation, *, max_new_tokens: int, temperature: float = 0.0,
+               seed: int = 0) -> Iterable[str]: ...
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice, pairwise
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from datawheel.errors import ConfigError, InvalidInput
-from datawheel.tasks.base import Task
+from datawheel.tasks.base import Task, nfkc_text, wordless
 from datawheel.tasks.sklearn_model import SklearnModel, to_codepoints
 from datawheel.tasks.text_encoders import (
     EmbeddingCache,
@@ -56,21 +55,10 @@ _PLACEHOLDER = re.compile(r"<[A-Z_]+(?::[a-z]+)?>")
 
 def _check(text: str, field: str) -> str:
     """Canonical form, so the same sentence typed two ways is one item with one hash."""
-    if len(text) > MAX_RAW_CHARS:
-        raise InvalidInput(f"is {len(text)} characters as sent; at most {MAX_RAW_CHARS} before normalization", field)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("contains invalid Unicode (a lone surrogate)", field) from None
-    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    text = _SPACE.sub(" ", nfkc_text(text, field, MAX_RAW_CHARS)).strip()
     if len(text) > MAX_CHARS:
         raise InvalidInput(f"is {len(text)} characters after normalization; at most {MAX_CHARS}", field)
     return text
-
-
-def _blank(text: str) -> bool:
-    """No letter and no digit in any script: punctuation and emoji alone say nothing a label could follow."""
-    return not any(unicodedata.category(ch)[0] in "LN" for ch in text)
 
 
 class TextClassification(Task):
@@ -133,9 +121,9 @@ class TextClassification(Task):
         return data.decode("utf-8")
 
     def quality_issue(self, item: str) -> str | None:
-        if _blank(item):
+        if wordless(item):
             return "blank_input"
-        if _blank(_PLACEHOLDER.sub("", item)):
+        if wordless(_PLACEHOLDER.sub("", item)):
             return "only_placeholders"  # nothing left but what redaction put there
         return None
 

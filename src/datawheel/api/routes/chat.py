@@ -1,15 +1,17 @@
 """OpenAI-compatible chat completions: the champion answers, and the exchange is stored before it is sent.
 
-A streamed answer is sent piece by piece as server-sent events; the exchange is
-stored when the answer is complete, before the final event, and a failed write
-ends the stream with an error event instead of ``[DONE]``.
+A streamed answer is sent piece by piece as server-sent events, the local
+model's as it is generated and, in proxy mode, the upstream's as it arrives;
+the exchange is stored when the answer is complete, before the final event,
+and a failed write (or an upstream that breaks off) ends the stream with an
+error event instead of ``[DONE]``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -29,7 +31,8 @@ from datawheel.errors import Conflict, DatawheelError, InvalidInput
 from datawheel.models.chat_serving import ChatServer
 from datawheel.models.serving import ModelServer
 from datawheel.store.db import new_id
-from datawheel.tasks.language_model import LanguageModel
+from datawheel.tasks.language_model import Generator, LanguageModel
+from datawheel.tasks.upstream import UpstreamStream
 from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -73,9 +76,10 @@ def create_chat_completion(body: ChatCompletionIn, _: AppKey, ws: WorkspaceDep, 
     if prompt_tokens > ws.config.generation.max_prompt_tokens:
         raise InvalidInput(f"are {prompt_tokens} tokens; at most {ws.config.generation.max_prompt_tokens}",
                            "messages")
-    created, model = int(time.time()), f"datawheel-v{version}"
-    if body.stream and isinstance(gen, LanguageModel):
-        events = _stream(ingest, incoming, gen, body, limit, version, prompt_tokens)
+    if body.stream:
+        # the upstream's request is sent here, so a failing upstream is a 502 and not a broken stream
+        pieces = gen.stream(incoming.item, max_new_tokens=limit, temperature=body.temperature, seed=body.seed or 0)
+        events = _stream(ingest, incoming, pieces, gen, body, limit, version, prompt_tokens)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     if body.temperature == 0 and body.n == 1 and isinstance(gen, LanguageModel):  # shares forward passes
         answers = [chat.greedy(gen, incoming.item, limit)]
@@ -90,35 +94,35 @@ def create_chat_completion(body: ChatCompletionIn, _: AppKey, ws: WorkspaceDep, 
                for i, (a, (text, stopped)) in enumerate(zip(answers, cut))]
     completion = sum(a.tokens for a in answers)
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion)
-    if body.stream:  # the upstream's answer, complete, as one event: proxy mode does not relay token streams
-        return StreamingResponse(_whole(record_id, created, model, choices[0], usage, body), headers={
-            "Cache-Control": "no-cache"}, media_type="text/event-stream")
-    return ChatCompletionOut(id=record_id, created=created, model=model, choices=choices, usage=usage)
-
-
-def _whole(record_id: str, created: int, model: str, choice: Choice, usage: Usage,
-           body: ChatCompletionIn) -> Iterator[str]:
-    yield _sse(chunk(record_id, created, model, {"role": "assistant", "content": choice.message.content}))
-    include = body.stream_options is not None and body.stream_options.include_usage
-    yield _sse(chunk(record_id, created, model, {}, choice.finish_reason, usage if include else None))
-    yield _sse("[DONE]")
+    return ChatCompletionOut(id=record_id, created=int(time.time()), model=f"datawheel-v{version}", choices=choices,
+                             usage=usage)
 
 
 def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _stream(ingest: Ingest, incoming: Incoming, lm: LanguageModel, body: ChatCompletionIn, limit: int,
-            version: int, prompt_tokens: int) -> Iterator[str]:
+def _stream(ingest: Ingest, incoming: Incoming, pieces: Iterable[str], gen: Generator, body: ChatCompletionIn,
+            limit: int, version: int, prompt_tokens: int) -> Iterator[str]:
+    """Relay the pieces as they come (the local model's or the upstream's), then store the whole answer."""
     record_id, created, model = new_id(), int(time.time()), f"datawheel-v{version}"
     yield _sse(chunk(record_id, created, model, {"role": "assistant", "content": ""}))
-    pieces: list[str] = []
-    for piece in lm.stream(incoming.item, max_new_tokens=limit, temperature=body.temperature, seed=body.seed or 0):
-        if piece:
-            pieces.append(piece)
-            yield _sse(chunk(record_id, created, model, {"content": piece}))
-    text, stopped = _cut("".join(pieces).strip(), body.stop)
-    tokens = len(lm.answer_ids(text)) - 1
+    parts: list[str] = []
+    try:
+        for piece in pieces:
+            if piece:
+                parts.append(piece)
+                yield _sse(chunk(record_id, created, model, {"content": piece}))
+    except DatawheelError as exc:  # the upstream broke off: nothing is stored, the client is told
+        yield _sse({"error": {"code": exc.code, "message": str(exc)}})
+        return
+    text, stopped = _cut("".join(parts).strip(), body.stop)
+    if isinstance(pieces, UpstreamStream):
+        tokens, finish = pieces.tokens, "stop" if stopped else pieces.finish_reason
+    else:
+        assert isinstance(gen, LanguageModel)
+        tokens = len(gen.answer_ids(text)) - 1
+        finish = "stop" if stopped or tokens < limit else "length"
     try:
         ingest.record_exchange(incoming, [text], model_version=str(version), record_id=record_id)
     except DatawheelError as exc:
@@ -126,6 +130,5 @@ def _stream(ingest: Ingest, incoming: Incoming, lm: LanguageModel, body: ChatCom
         return
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
     include = body.stream_options is not None and body.stream_options.include_usage
-    finish = "stop" if stopped or tokens < limit else "length"
     yield _sse(chunk(record_id, created, model, {}, finish, usage if include else None))
     yield _sse("[DONE]")
