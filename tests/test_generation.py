@@ -5,6 +5,7 @@ test at the end."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -562,3 +563,18 @@ def test_the_generation_gate_blocks_a_slice_and_needs_a_reason_to_promote() -> N
     stale = gate_generation(m(0.7, 0.6), m(0.7, 0.6), policy, paired={"p_value": 1.0}, more_data=False)
     assert not stale.promote and "no significant improvement" in stale.reasons[0]
     assert not gate_generation(m(0.5, 0.6), m(0.7, 0.6), policy, replacing="erased").promote
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_lora_trains_in_either_precision_and_says_which(tmp_path: Path, tiny_base: Path, precision: str) -> None:
+    """bfloat16 autocast (twice as fast on a CPU that has it) must still learn, and the card must say it ran."""
+    from datawheel.config import GenerationSection
+    from datawheel.stages.train_lora import SftExample, train_lora
+
+    examples = [SftExample(((("user", f"item {i} color?"),)), COLORS[i % 5]) for i in range(10)]
+    cfg = GenerationSection(**{**FAST, "epochs": 3, "train_precision": precision})
+    trained = train_lora(tiny_base, "sha", examples, cfg, tmp_path / "adapter")
+    assert trained.info["precision"] == precision
+    losses = [h["loss"] for h in trained.info["history"]]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()

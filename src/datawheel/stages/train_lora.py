@@ -25,7 +25,7 @@ import torch
 from datawheel.artifacts import Progress, atomic_write_bytes
 from datawheel.config import GenerationSection
 from datawheel.tasks.chat import Conversation
-from datawheel.tasks.language_model import LanguageModel, load_language_model
+from datawheel.tasks.language_model import LanguageModel, load_language_model, train_in_bf16
 
 IGNORE = -100
 
@@ -107,10 +107,10 @@ def train_lora(base: Path, base_sha: str, examples: Sequence[SftExample], cfg: G
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             start, history = state["epoch"], state["history"]
-    t0, tokens = time.perf_counter(), 0
+    t0, tokens, bf16 = time.perf_counter(), 0, train_in_bf16(cfg.train_precision)
     for epoch in range(start, cfg.epochs):
         stats = _epoch(model, _batches(rows, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch),
-                                       lm.tokenizer.pad_token_id), optimizer, schedule)
+                                       lm.tokenizer.pad_token_id), optimizer, schedule, bf16)
         tokens += stats.pop("tokens")
         history.append(stats)
         if checkpoint is not None:
@@ -128,15 +128,16 @@ def train_lora(base: Path, base_sha: str, examples: Sequence[SftExample], cfg: G
     return TrainedAdapter(out, {"model_name": "lora", "examples": len(rows), "epochs": cfg.epochs,
                                 "history": history, "trainable_parameters": trainable, "base_sha256": base_sha,
                                 "seconds": round(seconds, 2), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-                                "resumed_from_epoch": start})
+                                "resumed_from_epoch": start, "precision": "bfloat16" if bf16 else "float32"})
 
 
 def _epoch(model: Any, batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
-           schedule: Any) -> dict:
+           schedule: Any, bf16: bool) -> dict:
     model.train()
     total, count, tokens = 0.0, 0, 0
     for batch in batches:
-        loss = model(**batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the weights stay float32
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()

@@ -20,6 +20,7 @@ import torch
 
 from datawheel.config import GenerationSection
 from datawheel.tasks.chat import Conversation, as_messages
+from datawheel.tasks.language_model import train_in_bf16
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
@@ -52,7 +53,8 @@ def train_preferences(base: Path, adapter: Path, rows: list[dict[str, Any]], kin
     common: dict[str, Any] = {"num_train_epochs": cfg.preference_epochs, "per_device_train_batch_size": cfg.batch_size,
               "learning_rate": cfg.preference_lr, "beta": cfg.preference_beta, "report_to": [],
               "save_strategy": "no", "use_cpu": True, "disable_tqdm": True, "logging_steps": 10 ** 6,
-              "seed": cfg.seed, "max_length": cfg.max_prompt_tokens + cfg.max_new_tokens}
+              "seed": cfg.seed, "max_length": cfg.max_prompt_tokens + cfg.max_new_tokens,
+              "bf16": train_in_bf16(cfg.train_precision)}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="datawheel-trl-") as scratch:
         if kind == "dpo":
