@@ -141,9 +141,9 @@ def run_once(args: argparse.Namespace, seed: int) -> tuple[list, dict]:
             for n in range(1, args.cycles + 1):
                 sim.run(args.per_cycle)
                 state = operator.wait_cycle(operator.start_cycle(), timeout=1800)
-                if state["status"] != "done":
-                    sys.exit(f"cycle {n} failed: {state['error']}")
-                r = state["report"]
+                if state.status != "done" or state.report is None:
+                    sys.exit(f"cycle {n} failed: {state.error}")
+                r = state.report
                 a, c, items = baselines(ws, truth)
                 b = r["candidate_metrics"]["accuracy"]
                 rows.append((a, b, c))

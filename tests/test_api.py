@@ -243,7 +243,8 @@ def test_hot_swap_never_fails_a_request(client, splits):
             if r.status_code == 200:
                 versions.add(r.json()["model_version"])
 
-    # make a second version from a cycle on no user data (seed only)
+    # make a second version from a cycle on a few users' labels (with nothing new, a cycle is skipped)
+    label_items(client, splits, users=3, n=12)
     start = client.post("/v1/cycles", headers=ADMIN).json()["cycle_id"]
     client.app.state.services.runner.join(120)
     assert client.get(f"/v1/cycles/{start}", headers=ADMIN).json()["status"] == "done"

@@ -5,7 +5,8 @@ parameters the document allows) and *negative* (ones it forbids: wrong types, mi
 past the limits, broken headers), first by Schemathesis's coverage phase (each declared bound, its
 neighbours, missing and extra parts, other methods on the path), then by its random fuzzing phase.
 They are sent in-process to the ASGI app with the admin key, which may call everything.
-``start_cycle`` and ``retrain_without`` are left out: each would train a model.
+``start_cycle`` and ``retrain_without`` are left out: each would train a model; so is ``stream_events``,
+which streams until the client leaves.
 
 Generated ``input`` objects almost never fit the task, so some positive cases get a real 3x3 pixel
 array instead, and some get the id of a user (and of that user's interaction) seeded beforehand, so
@@ -32,7 +33,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from conftest import ADMIN, APP, make_client
 
 EXAMPLES = int(os.environ.get("DATAWHEEL_FUZZ_EXAMPLES", "80"))
-EXCLUDED = ["start_cycle", "retrain_without"]  # each starts a training cycle
+EXCLUDED = ["start_cycle", "retrain_without",  # each starts a training cycle
+            "stream_events"]  # streams until the client leaves (tests/test_events.py)
 SEEDED_USERS = ("fuzz-a", "fuzz-b")
 PIXELS = st.lists(st.lists(st.integers(0, 255), min_size=3, max_size=3), min_size=3, max_size=3)
 

@@ -25,6 +25,7 @@ from datawheel.api.responses import (
     UserDataOut,
 )
 from datawheel.tasks.image import to_png_base64
+from datawheel.wheel.after_erasure import FollowUp
 
 ERROR_REF = "#/components/schemas/ErrorOut"
 ROUTES = Path(datawheel.__file__).parent / "api" / "routes"
@@ -61,7 +62,7 @@ def test_every_json_route_documents_its_answer_and_its_errors(spec):
     """A 2xx with a schema, every 4xx as ErrorOut; keyed routes declare 401/403, routes with input 422."""
     routes = _api_routes()
     operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
-    assert set(operations) == set(routes) and len(routes) == 27
+    assert set(operations) == set(routes) and len(routes) == 28
     problems = []
     for (method, path), op in operations.items():
         route, where = routes[method, path], f"{method.upper()} {path}"
@@ -70,7 +71,10 @@ def test_every_json_route_documents_its_answer_and_its_errors(spec):
         if route.name == "metrics":  # Prometheus text, the one answer that is not JSON
             assert ok and "text/plain" in ok[0]["content"], where
             continue
-        if not ok or not (_json_schema(ok[0]) or {}).get("$ref"):
+        if route.name == "stream_events":  # server-sent events, described per event (OpenAPI 3.2's itemSchema)
+            if not ok or "itemSchema" not in ok[0].get("content", {}).get("text/event-stream", {}):
+                problems.append(f"{where}: no text/event-stream itemSchema")
+        elif not ok or not (_json_schema(ok[0]) or {}).get("$ref"):
             problems.append(f"{where}: no 2xx schema")
         for code, r in responses.items():
             if code.startswith("4") and _json_schema(r) != {"$ref": ERROR_REF}:
@@ -138,7 +142,8 @@ def test_answers_declare_every_key_the_store_gives(client, splits, ws):
     ws.store.add_feedback(record_id=record_id, user_id="zoe", label="1", rating=None, comment=None)
     assert set(ws.store.user_data("zoe", lambda b: {})["records"][0]["feedback"][0]) == _fields(FeedbackOut)
     receipt = ws.store.erase_user("zoe")
-    assert set(receipt) == _fields(ErasureReceipt)
+    # the route adds what the [erasure] policy did
+    assert set(receipt) | set(FollowUp((), "none").receipt_fields()) == _fields(ErasureReceipt)
     assert set(ws.store.receipt(receipt["receipt_id"])) == _fields(StoredReceipt)
     assert set(ws.store.shadow_report(1)) == _fields(ShadowReport)
     assert set(ws.store.audit_log(1)[0]) == _fields(AuditEntry)
@@ -152,3 +157,99 @@ def test_routes_take_what_they_need_from_dependencies():
     for path in ROUTES.glob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "app.state" not in text and "Request" not in text, path.name
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def test_input_is_one_of_named_shapes(spec):
+    """Generated clients get a type per shape: each named, closed, with its one key required."""
+    schemas = spec["components"]["schemas"]
+    for body in ("PredictIn", "InteractionIn", "ContributionIn"):
+        assert schemas[body]["properties"]["input"]["oneOf"] == [
+            _ref("ImageInput"), _ref("PixelsInput"), _ref("TextInput")], body
+    for answer in ("RecordOut", "QueueItem"):
+        assert schemas[answer]["properties"]["input"]["oneOf"] == [
+            _ref("ImageInput"), _ref("TextInput"), _ref("MessagesInput")], answer
+    for shape, key in (("ImageInput", "image"), ("PixelsInput", "pixels"), ("TextInput", "text"),
+                       ("MessagesInput", "messages")):
+        assert schemas[shape]["required"] == [key] and set(schemas[shape]["properties"]) == {key}, shape
+        assert schemas[shape]["additionalProperties"] is False, shape
+    assert schemas["PixelsInput"]["properties"]["pixels"]["items"]["items"] == {
+        "type": "number", "minimum": 0, "maximum": 255}
+
+
+def test_the_documented_limits_are_the_tasks_own(spec):
+    """shapes.py repeats the tasks' limits (it must not import them): a change to one side fails here."""
+    from datawheel.tasks import image, text
+
+    schemas = spec["components"]["schemas"]
+    assert schemas["ImageInput"]["properties"]["image"]["maxLength"] == image.MAX_ENCODED
+    pixels = schemas["PixelsInput"]["properties"]["pixels"]
+    assert pixels["maxItems"] == pixels["items"]["maxItems"] == image.MAX_PIXELS_SIDE
+    assert schemas["TextInput"]["properties"]["text"]["maxLength"] == text.MAX_RAW_CHARS
+
+
+def test_the_shapes_the_document_gives_are_what_the_tasks_take(ws, splits, tmp_path):
+    """What the document promises an image workspace accepts (both image shapes), and a text workspace."""
+    from datawheel.api.shapes import ImageInput, PixelsInput, TextInput
+    from datawheel.tasks import get_task
+
+    image_task = ws.task
+    for shape in (ImageInput(image=to_png_base64(splits.pool[0][0])), PixelsInput(pixels=[[0, 255], [255, 0]])):
+        assert image_task.parse(shape.model_dump()).shape == (28, 28)
+    assert get_task("text-classification").parse(TextInput(text="fine").model_dump()) == "fine"
+
+
+def test_each_key_is_a_security_scheme_and_each_operation_names_the_keys_it_takes(spec):
+    """Read from the same table the authorization test checks the app against (tests/test_api_auth.py)."""
+    from test_api_auth import ALLOWED, PUBLIC
+
+    schemes = {"app": "appKey", "admin": "adminKey", "annotator": "annotatorKey"}
+    assert spec["components"]["securitySchemes"] == {
+        name: {"type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"][name][
+            "description"]} for name in schemes.values()}
+    assert "admin key opens" in spec["components"]["securitySchemes"]["appKey"]["description"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            roles = ALLOWED[op["operationId"]]
+            if roles == PUBLIC:
+                assert "security" not in op, (method, path)
+                continue
+            # a list of alternatives: any one scheme opens the route
+            assert sorted(op["security"], key=str) == sorted(({schemes[r]: []} for r in roles), key=str), (
+                method, path)
+
+
+_LINK = re.compile(r'(?:src|href|spec-url|data-openapi)="([^"]*)"')
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_everything_from_this_server(client, page):
+    """Blank offline otherwise: every script, style and the document itself come from here and answer."""
+    resp = client.get(page)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    links = _LINK.findall(resp.text)
+    assert "/openapi.json" in links and any(link.endswith(".js") for link in links)
+    for link in links:
+        assert link.startswith("/") and not link.startswith("//"), link
+        asset = client.get(link)
+        assert asset.status_code == 200 and asset.content, link
+    assert "<script>" not in resp.text  # no inline script: a strict script-src still lets the page run
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "http" not in csp
+
+
+def test_the_docs_pages_keep_their_policy_behind_the_web_security_headers(client):
+    """SecurityHeaders adds its own CSP only where a response has none; a docs page keeps the one it needs."""
+    from fastapi.testclient import TestClient
+
+    from datawheel.web.security import SecurityHeaders
+
+    with TestClient(SecurityHeaders(client.app)) as wrapped:
+        resp = wrapped.get("/redoc")
+    assert resp.status_code == 200
+    assert resp.headers.get_list("content-security-policy") == [client.get("/redoc").headers[
+        "content-security-policy"]]
+    assert "blob:" in resp.headers["content-security-policy"]  # ReDoc's search runs in a blob: worker

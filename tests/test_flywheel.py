@@ -38,12 +38,12 @@ def test_the_wheel_turns(ws, splits):
             sim.run(250)
             if n == 1:
                 before = snapshot_user_refs(ws)
-                assert product.erase(gone)["records_deleted"] > 0
+                assert product.erase(gone).records_deleted > 0
                 product.set_consent(withdrawn, False)
                 sim.users = [u for u in sim.users if u.user_id not in (gone, withdrawn)]
             state = operator.wait_cycle(operator.start_cycle(), timeout=300)
-            assert state["status"] == "done", state["error"]
-            reports.append(state["report"])
+            assert state.status == "done", state.error
+            reports.append(state.report)
     tolerance = ws.config.gate.tolerance
     for r in reports:
         if r["decision"] == "promoted":

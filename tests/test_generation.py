@@ -322,12 +322,16 @@ def test_retrain_without_a_user_on_a_generation_workspace(cycled) -> None:
     if cycle["report"]["decision"] != "promoted":  # the replacement is of the champion trained on user data
         version = cycle["report"]["candidate_version"]
         assert client.post(f"/v1/models/{version}/promote", headers=ADMIN).status_code == 200
+    assert client.post("/v1/users/bob/retrain-without", headers=ADMIN).status_code == 409  # not erased yet
+    receipt = client.delete("/v1/users/bob", headers=APP).json()
+    assert receipt["serving_aliases_affected"] == ["champion"] and receipt["action"] == "left_to_operator"
     r = client.post("/v1/users/bob/retrain-without", headers=ADMIN)
     assert r.status_code == 202, r.text
     done = _wait(client, r.json()["cycle_id"])
     assert done["status"] == "done", done
     report = done["report"]
-    assert report["rows_removed"] > 0 and report["replaces"] == cycle["report"]["candidate_version"]
+    # the erasure already rewrote the champion's snapshot without bob's rows: the replacement trains on that
+    assert report["rows_removed"] == 0 and report["replaces"] == cycle["report"]["candidate_version"]
     table = pq.read_table(ws.root / ws.store.get_snapshot(report["snapshot"]["id"])["path"])
     assert ws.user_ref("bob") not in {r for refs in table.column("user_refs").to_pylist() for r in refs}
 
@@ -367,7 +371,7 @@ def test_exports_load_in_datasets_and_trl(cycled, tmp_path: Path, tiny_base: Pat
 def test_cycle_with_nothing_new_does_not_train(chat_ws: Workspace) -> None:
     cycle_id = chat_ws.store.start_cycle(trigger="manual")
     report = run_cycle(chat_ws, cycle_id)
-    assert report["decision"] == "unchanged" and report["trained_on"] == 0
+    assert report["decision"] == "skipped" and report["trained_on"] == 0
 
 
 def test_concurrent_greedy_requests_share_one_generate(chat_ws: Workspace) -> None:
@@ -528,10 +532,10 @@ def test_the_python_client_chats_and_corrects(chat_ws: Workspace) -> None:
                                        cycle_in_subprocess=False))
     with BackgroundServer(app, port), Client(f"http://127.0.0.1:{port}", APP_KEY) as client:
         reply = client.chat("c1", [{"role": "user", "content": "item 2 color?"}], consent=True, max_tokens=3)
-        assert reply["object"] == "chat.completion"
-        assert client.feedback(reply["id"], "c1", correction="green", rating=-1)
+        assert reply.object == "chat.completion"
+        assert client.feedback(reply.id, "c1", correction="green", rating=-1)
         with pytest.raises(ClientError) as err:
-            client.feedback(reply["id"], "c1", chosen=1)
+            client.feedback(reply.id, "c1", chosen=1)
         assert err.value.status == 422 and err.value.code == "invalid_input"
     [ex] = chat_ws.store.exchanges()
     assert ex.feedback[0].correction == "green"

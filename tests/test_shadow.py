@@ -95,17 +95,17 @@ def test_the_python_client_covers_shadow_and_annotation_routes(ws, splits):
         for n in range(30):
             image, truth = splits.pool[n]
             out = product.predict(f"u{n % 3}", {"image": to_png_base64(image)}, consent=True)
-            product.feedback(out["interaction_id"], f"u{n % 3}", label=truth)
+            product.feedback(out.interaction_id, f"u{n % 3}", label=truth)
         state = operator.wait_cycle(operator.start_cycle(), timeout=300)
-        assert state["status"] == "done", state["error"]
-        if state["decision"] == "promoted":
+        assert state.status == "done", state.error
+        if state.decision == "promoted":
             operator.rollback()
-        assert operator.start_shadow(state["candidate_version"])["aliases"]["shadow"] == state["candidate_version"]
+        assert operator.start_shadow(state.candidate_version).aliases["shadow"] == state.candidate_version
         product.predict("u0", {"image": to_png_base64(splits.pool[200][0])})
-        assert operator.shadow_report()["predictions"] == 1
-        assert "shadow" not in operator.stop_shadow()["aliases"]
-        queue = annotator.annotation_queue(limit=2)["items"]
-        assert len(queue) == 2 and annotator.annotate(queue[0]["item_id"], "4")["label"] == "4"
+        assert operator.shadow_report().predictions == 1
+        assert "shadow" not in operator.stop_shadow().aliases
+        queue = annotator.annotation_queue(limit=2).items
+        assert len(queue) == 2 and annotator.annotate(queue[0].item_id, "4").label == "4"
         with pytest.raises(ClientError) as refused:
-            annotator.annotate(queue[1]["item_id"], "forty")
+            annotator.annotate(queue[1].item_id, "forty")
         assert refused.value.status == 422

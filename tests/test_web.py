@@ -218,3 +218,35 @@ def test_text_colours_meet_wcag_aa_on_white_and_the_page_background():
             assert (light + 0.05) / (dark + 0.05) >= 4.5, (colour, background)
     css = (STATIC / "style.css").read_text(encoding="utf-8")
     assert all(c in css for c in colours[:6])
+
+
+def test_deleting_my_data_follows_the_erasure_policy(ws, splits):
+    """With ``[erasure] champion = "retrain"``, a visitor whose data trained the champion is told a replacement
+    without it is being trained, and that retrain-without cycle runs, as for the API's erasure."""
+    from sqlalchemy import select
+
+    from datawheel.store import tables
+    from test_cycle_skip import contribute, trained
+    from test_erasure_policy import with_policy
+
+    ws = with_policy(ws, "retrain")
+    try:
+        with make_client(ws) as web:
+            web.base_url = web._merge_url(BASE)
+            _session(web)
+            web.put("/app/consent", json={"training": True})
+            web.post("/app/predict", json={"input": {"pixels": splits.pool[0][0].tolist()}})
+            with ws.store.engine.connect() as conn:  # the visitor's pseudonymous id, as the server knows it
+                (uid,) = set(conn.execute(select(tables.records.c.user_id)).scalars())
+            contribute(ws, splits.pool, range(1, 31), uid)
+            contribute(ws, splits.pool, range(31, 61), "bob")
+            champion = trained(ws)["candidate_version"]
+            receipt = web.delete("/app/my-data").json()["receipt"]
+            assert receipt["model_versions_trained_on_user_data"] == [champion]
+            assert receipt["replacement_training"] is True and "user_id" not in receipt
+            web.app.state.services.runner.join(120)
+        forget = ws.store.list_cycles()[-1]
+        assert forget["trigger"] == "forget" and forget["status"] == "done", forget["error"]
+        assert forget["report"]["replaces"] == champion
+    finally:
+        ws.store.close()

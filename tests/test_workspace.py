@@ -190,15 +190,20 @@ def test_init_writes_model_options_and_refuses_unknown_ones(tmp_path):
                        eval_data=golden, epochs=1, model_options={"augmnet": False})
 
 
-def test_workspace_files_are_readable_by_their_owner_only(ws):
+def test_workspace_files_are_readable_by_their_owner_only(ws, splits):
     """The workspace folder and every file in it (database, WAL, snapshots, models) are closed to other
     local accounts."""
     import stat
 
     from datawheel.wheel.cycle import run_cycle
 
+    for image, label in splits.pool[:20]:  # something new, so the cycle writes a snapshot and a model
+        item = ws.task.parse({"pixels": image.tolist()})
+        ws.store.add_record(user_id="ann", kind="contribution", input=ws.task.encode(item),
+                            content_hash=ws.task.content_hash(item), consent={"training": True}, label=label)
     run_cycle(ws, ws.store.start_cycle("test"))
     assert stat.S_IMODE(ws.root.stat().st_mode) & 0o077 == 0
     files = [p for p in ws.root.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".parquet" for p in files) and any(p.name.endswith("-wal") for p in files)
+    assert any(p.parent.name == "snapshots" for p in files) and any(p.name == "v2.pt" for p in files)
+    assert any(p.name.endswith("-wal") for p in files)
     assert [str(p) for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077] == []

@@ -14,26 +14,37 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from datawheel.errors import (
+    ClientConflict,
     ClientError,
+    ClientNotFound,
     ConfigError,
     Conflict,
     ConsentRequired,
     CycleError,
     DatawheelError,
+    Forbidden,
     ImportDataError,
     InvalidInput,
+    InvalidRequest,
+    MissingKey,
     NotFound,
     PolicyRejected,
+    ServerError,
     ServerUnavailable,
+    TooLarge,
+    Unauthorized,
+    UnexpectedAnswer,
+    WaitTimedOut,
     WorkspaceError,
 )
 from datawheel.version import __version__
 
 if TYPE_CHECKING:
     from datawheel.api.app import create_app
-    from datawheel.client import Client
+    from datawheel.client import AsyncClient, Client
     from datawheel.config import WorkspaceConfig, load_config
     from datawheel.demo.simulate import Profile, Simulation, default_population
+    from datawheel.models.onnx_inputs import onnx_inputs
     from datawheel.settings import Settings
     from datawheel.wheel.cycle import run_cycle
     from datawheel.wheel.init import init_workspace
@@ -41,10 +52,12 @@ if TYPE_CHECKING:
 
 #: public name -> the module that defines it
 _LAZY = {
-    "create_app": "datawheel.api.app", "Client": "datawheel.client", "WorkspaceConfig": "datawheel.config",
+    "create_app": "datawheel.api.app", "AsyncClient": "datawheel.client", "Client": "datawheel.client",
+    "WorkspaceConfig": "datawheel.config",
     "load_config": "datawheel.config", "Profile": "datawheel.demo.simulate", "Simulation": "datawheel.demo.simulate",
     "default_population": "datawheel.demo.simulate", "Settings": "datawheel.settings",
     "run_cycle": "datawheel.wheel.cycle", "init_workspace": "datawheel.wheel.init", "Workspace": "datawheel.workspace",
+    "onnx_inputs": "datawheel.models.onnx_inputs",
 }
 
 
@@ -57,21 +70,32 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AsyncClient",
     "Client",
+    "ClientConflict",
     "ClientError",
+    "ClientNotFound",
     "ConfigError",
     "Conflict",
     "ConsentRequired",
     "CycleError",
     "DatawheelError",
+    "Forbidden",
     "ImportDataError",
     "InvalidInput",
+    "InvalidRequest",
+    "MissingKey",
     "NotFound",
     "PolicyRejected",
     "Profile",
+    "ServerError",
     "ServerUnavailable",
     "Settings",
     "Simulation",
+    "TooLarge",
+    "Unauthorized",
+    "UnexpectedAnswer",
+    "WaitTimedOut",
     "Workspace",
     "WorkspaceConfig",
     "WorkspaceError",
@@ -80,5 +104,6 @@ __all__ = [
     "default_population",
     "init_workspace",
     "load_config",
+    "onnx_inputs",
     "run_cycle",
 ]

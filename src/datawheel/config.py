@@ -145,6 +145,19 @@ class CycleSection(_Section):
     auto_every: int = Field(0, ge=0)
 
 
+class ErasureSection(_Section):
+    """What an erasure does about a model that serves (champion, canary, shadow) and was trained on the user.
+
+    The erasure itself always completes at once; this decides only the next step. ``"operator"`` (the default)
+    leaves the model serving and the receipt names the retrain-without to run: retraining costs compute (minutes
+    of CPU per erasure, more for a language model), and a burst of erasures would retrain again and again.
+    ``"retrain"`` starts the retrain-without cycle at once when the champion is affected, so no operator has to
+    act; a canary or shadow trained on the user is always left to the operator to stop.
+    """
+
+    champion: Literal["operator", "retrain"] = "operator"
+
+
 class GenerationSection(_Section):
     """The text-generation task's settings (ignored by classifiers)."""
 
@@ -195,6 +208,7 @@ class WorkspaceConfig(_Section):
     cycle: CycleSection = CycleSection()
     generation: GenerationSection = GenerationSection()
     upstream: UpstreamSection = UpstreamSection()
+    erasure: ErasureSection = ErasureSection()
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json"))

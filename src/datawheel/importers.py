@@ -2,16 +2,20 @@
 
 Every error names the file and the line (or row) so the team can fix its data,
 and nothing is returned until the whole file has been read: an import either
-yields a complete set or fails.
+yields a complete set or fails. Columns the import does not read are named in a
+warning (a typo in ``lable`` must not pass silently), and :func:`check_seed` /
+:func:`golden_gaps` say when a set is too thin to train on or to measure with.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,21 +32,33 @@ from datawheel.tasks.base import Task
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 #: image files below this many are decoded in this process: starting workers would cost more than it saves
 PARALLEL_MIN_FILES = 500
+#: a seed set needs at least this many examples of each label (text generation: this many rows in all); fewer
+#: trains a model that has barely seen a class, and leaves the validation split nothing of it
+MIN_EXAMPLES = 5
+#: the columns each task reads (besides ``meta.*`` slice columns and a ``metadata`` object)
+KNOWN_COLUMNS = {"text-generation": {"prompt", "messages", "response"},
+                 "classification": {"label", "text", "image", "file"}}
 
 
 def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
                   clean: Callable[[Any, str], Any] | None = None,
-                  meanwhile: Callable[[], object] | None = None) -> LabelledSet:
+                  meanwhile: Callable[[], object] | None = None,
+                  warn: Callable[[str], None] | None = None) -> LabelledSet:
     """Read a labelled set; ``clean(item, where)`` (the privacy screen) sees every item before it is kept.
 
     ``meanwhile``: work of the caller's to do while worker processes decode image files (skipped when there
-    are none), so it costs no extra wait.
+    are none), so it costs no extra wait. ``warn`` is told of columns the import ignores.
     """
     path = Path(path)
-    rows = list(_rows(path))
-    allowed = set(labels)
     # text-generation rows carry a reference answer (``response``) where classifier rows carry a label
     target = "response" if task.name == "text-generation" else "label"
+    rows = list(_rows(path, target))
+    if warn is not None:
+        ignored = ignored_columns(rows, task)
+        if ignored:
+            warn(f"{path}: ignored column(s) {', '.join(ignored)}; the import reads "
+                 f"{', '.join(sorted(_known(task)))}, meta.* and metadata")
+    allowed = set(labels)
     decoded = _decode_images(rows, task, meanwhile)
     inputs, out_labels, hashes, metas = [], [], [], []
     for where, row, base in rows:
@@ -73,18 +89,55 @@ def load_labelled(path: Path, task: Task, labels: tuple[str, ...],
     return LabelledSet(inputs, out_labels, hashes, metas if any(metas) else None)
 
 
-def _rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+def _known(task: Task) -> set[str]:
+    return KNOWN_COLUMNS["text-generation" if task.name == "text-generation" else "classification"]
+
+
+def ignored_columns(rows: list[tuple[str, dict, Path]], task: Task) -> list[str]:
+    """Column names no row's value is read from, sorted: a typo, or data the team thought was used."""
+    known = _known(task) | {"metadata"}
+    names = {k for _, row, _ in rows for k in row if isinstance(k, str)}
+    return sorted(repr(k) for k in names if k not in known and not k.startswith("meta."))
+
+
+def check_seed(seed: LabelledSet, task: Task, labels: tuple[str, ...], source: Path,
+               min_examples: int = MIN_EXAMPLES) -> None:
+    """Refuse a seed set too thin to train on: a label with fewer than ``min_examples`` rows (text generation:
+    fewer rows in all), naming every label short and how many rows it has."""
+    if task.name == "text-generation":
+        if len(seed) < min_examples:
+            raise ImportDataError(f"{source}: {len(seed)} usable row(s); the seed set needs at least {min_examples}")
+        return
+    counts = Counter(seed.labels)
+    short = [f"{label} ({counts[label]})" for label in labels if counts[label] < min_examples]
+    if short:
+        raise ImportDataError(f"{source}: too few seed examples for label(s) {', '.join(short)}; each label needs "
+                              f"at least {min_examples} (found in brackets; rows also in the golden set do not count)")
+
+
+def golden_gaps(golden: LabelledSet, task: Task, labels: tuple[str, ...], source: Path) -> list[str]:
+    """Warnings for labels the golden set has no example of: the gate cannot measure a model on them."""
+    if task.name == "text-generation":
+        return []
+    missing = [label for label in labels if label not in set(golden.labels)]
+    if not missing:
+        return []
+    return [f"{source}: no golden examples of label(s) {', '.join(missing)}; the gate cannot measure a model on "
+            "them (its recall there is never checked)"]
+
+
+def _rows(path: Path, target: str = "label") -> Iterator[tuple[str, dict, Path]]:
     """(where, row, folder relative paths start from) for each row of the file or ImageFolder."""
     if not path.exists():
         raise ImportDataError(f"{path}: no such file or directory")
     if path.is_dir():
         return _image_folder(path)
     if path.suffix.lower() == ".csv":
-        return _csv_rows(path)
+        return _csv_rows(path, target)
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         return _jsonl_rows(path)
     if path.suffix.lower() == ".parquet":
-        return _parquet_rows(path)
+        return _parquet_rows(path, target)
     raise ImportDataError(f"{path}: unsupported format; use an ImageFolder directory, .csv, .jsonl or .parquet")
 
 
@@ -195,41 +248,77 @@ def _image_folder(root: Path) -> Iterator[tuple[str, dict, Path]]:
                 yield str(f), {"label": label_dir.name, "file": f}, root
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+def _read_text(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 are reported by line. A BOM (editors on Windows) is dropped."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "label" not in reader.fieldnames:
-                raise ImportDataError(f"{path}:1: header must name a 'label' column and a 'text' or 'image' column")
-            for row in reader:
-                yield f"{path}:{reader.line_num}", row, path.parent
-    except UnicodeDecodeError:
-        raise ImportDataError(f"{path}: not UTF-8 text") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportDataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ImportDataError(f"{path}:{line}: not UTF-8 text") from None
+
+
+def _csv_rows(path: Path, target: str) -> Iterator[tuple[str, dict, Path]]:
+    """Rows by the line they start on. Quotes are parsed strictly: an unclosed quote would otherwise swallow
+    every line up to the next quote (or the end of the file) into one field, and be reported as a missing label."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None or target not in header:
+            raise ImportDataError(f"{path}:1: header must name a {target!r} column"
+                                  + (" and a 'text' or 'image' column" if target == "label" else ""))
+        start = reader.line_num + 1
+        for fields in reader:
+            if fields:  # a blank line
+                if len(fields) != len(header):
+                    raise ImportDataError(_field_count(path, start, reader.line_num, len(fields), len(header)))
+                yield f"{path}:{start}", dict(zip(header, fields)), path.parent
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportDataError(_quote_problem(path, start, reader.line_num, str(exc))) from None
+
+
+def _field_count(path: Path, start: int, end: int, found: int, expected: int) -> str:
+    if end > start:
+        return (f"{path}:{start}: a quoted field starting on this line runs on to line {end} ({found} fields where "
+                f"the header names {expected}); is a quote unclosed?")
+    hint = "; a comma inside a value needs the value in double quotes" if found > expected else ""
+    return f"{path}:{start}: {found} field{'' if found == 1 else 's'} where the header names {expected}{hint}"
+
+
+def _quote_problem(path: Path, start: int, end: int, problem: str) -> str:
+    if "unexpected end of data" in problem:
+        return f"{path}:{start}: unclosed quote (the field starting on this line runs to the end of the file)"
+    if end > start:
+        return f"{path}:{start}: unclosed quote (the quoted field starting on this line runs on to line {end})"
+    return f"{path}:{start}: malformed quoting ({problem}); a quote inside a quoted value is written twice (\"\")"
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ImportDataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise ImportDataError(f"{path}:{n}: each line must be a JSON object")
-                yield f"{path}:{n}", row, path.parent
-    except UnicodeDecodeError:
-        raise ImportDataError(f"{path}: not UTF-8 text") from None
+    # split on newlines only: str.splitlines would also split on U+2028 and others, which JSON strings may hold
+    for n, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ImportDataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise ImportDataError(f"{path}:{n}: each line must be a JSON object")
+        yield f"{path}:{n}", row, path.parent
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[str, dict, Path]]:
+def _parquet_rows(path: Path, target: str) -> Iterator[tuple[str, dict, Path]]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:  # pyarrow's own errors, I/O, and a few plain ones
         raise ImportDataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
-    if "label" not in table.column_names:
-        raise ImportDataError(f"{path}: needs a 'label' column and a 'text' or 'image' column")
+    if target not in table.column_names:
+        raise ImportDataError(f"{path}: needs a {target!r} column"
+                              + (" and a 'text' or 'image' column" if target == "label" else ""))
     for n, row in enumerate(table.to_pylist()):
         yield f"{path}: row {n}", row, path.parent

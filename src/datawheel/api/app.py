@@ -6,6 +6,8 @@ import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from datawheel.api.access_log import AccessLog
+from datawheel.api.docs import install_docs
 from datawheel.api.handlers import install_handlers
 from datawheel.api.limits import BodyLimit
 from datawheel.api.routes import (
@@ -15,6 +17,7 @@ from datawheel.api.routes import (
     contributions,
     cycles,
     erasures,
+    events,
     feedback,
     health,
     interactions,
@@ -30,7 +33,14 @@ from datawheel.web.app import WebFace, create_web
 from datawheel.workspace import Workspace
 
 ROUTERS = (predict, chat, interactions, feedback, contributions, users, erasures, annotation, cycles, models, trials,
-           audit, health)
+           audit, events, health)
+
+
+DESCRIPTION = """The user-data flywheel: predict, log, feedback, consent, erasure, cycles.
+
+Every keyed route takes `Authorization: Bearer <key>`. Three keys open different routes: the **app key** (the
+product's backend), the **annotator key** (the annotation queue) and the **admin key** (operators), which opens
+every keyed route; each operation lists the keys it takes. Every refusal is `{error, detail}`."""
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -42,14 +52,16 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     torch.set_num_threads(1)  # serving answers one small request at a time; leave cores to training
     app = FastAPI(title="datawheel", version=__version__, generate_unique_id_function=_operation_id,
-                  description="The user-data flywheel: predict, log, feedback, consent, erasure, cycles.")
+                  description=DESCRIPTION, docs_url=None, redoc_url=None)  # install_docs: no CDN
     services = build_services(ws, settings)
     app.state.services = services
     ws.record_policy(actor="server")
     install_handlers(app, services.telemetry)
     for module in ROUTERS:
         app.include_router(module.router)
+    install_docs(app)
     # The web app (pages for users, operators, the community) answers its own paths, behind the body limit.
     app.add_middleware(WebFace, web=create_web(services))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, api=app)  # outermost: a 413 from the body limit is logged too
     return app

@@ -93,6 +93,30 @@ class ChatCompletionOut(BaseModel):
     system_fingerprint: str | None = None
 
 
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One streamed event's data (OpenAI's ``chat.completion.chunk``), as :func:`chunk` builds it; the last
+    carries ``usage`` when ``stream_options.include_usage`` asked for it."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
 def chunk(record_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None,
           usage: Usage | None = None) -> dict:
     """One server-sent ``chat.completion.chunk`` event's data."""

@@ -4,6 +4,12 @@ Three keys: the *app* key (the product's backend, acting for its users), the
 *admin* key (operators) and the *annotator* key (people labelling the annotation
 queue, and nothing else). The admin key can do everything the others can.
 
+All three arrive the same way (``Authorization: Bearer <key>``) and the key
+itself says which role it opens. ``/openapi.json`` still names one security
+scheme per key (``appKey``, ``adminKey``, ``annotatorKey``), and each operation
+lists the schemes that open it, so a reader and a generated client see which key
+a route takes.
+
 This module is the only reader of ``app.state``; routes name a typed alias
 (``WorkspaceDep``, ``AdminKey``...) and FastAPI resolves it once per request.
 Every dependency here is ``async def`` though none awaits: FastAPI runs a plain
@@ -27,7 +33,15 @@ from datawheel.privacy.screen import Screen
 from datawheel.wheel.runner import CycleRunner
 from datawheel.workspace import Workspace
 
-_bearer = HTTPBearer(auto_error=False)
+_ADMIN_TOO = " The admin key opens these routes too."
+# auto_error=False: a missing key is answered by _role, in the API's {error, detail} shape
+_app_scheme = HTTPBearer(scheme_name="appKey", auto_error=False, description=(
+    "The app key: the product's backend, acting for its users (predict, log, feedback, consent, export, "
+    "erasure)." + _ADMIN_TOO))
+_admin_scheme = HTTPBearer(scheme_name="adminKey", auto_error=False, description=(
+    "The admin key: operators (cycles, models, trials, the audit log); it opens every keyed route."))
+_annotator_scheme = HTTPBearer(scheme_name="annotatorKey", auto_error=False, description=(
+    "The annotator key: the annotation queue and nothing else." + _ADMIN_TOO))
 
 
 async def _services(request: Request) -> Services:
@@ -36,10 +50,13 @@ async def _services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# One header, read through each scheme a route lists: the scheme a key is read through says nothing about it.
+AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_scheme)]
+AppCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_app_scheme)]
+AnnotatorCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_annotator_scheme)]
 
 
-async def _role(services: ServicesDep, creds: Credentials) -> str:
+def _role(services: Services, creds: HTTPAuthorizationCredentials | None) -> str:
     if creds is None:
         raise HTTPException(401, "missing key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -49,22 +66,22 @@ async def _role(services: ServicesDep, creds: Credentials) -> str:
     return role
 
 
-Role = Annotated[str, Depends(_role)]
-
-
-async def app_role(role: Role) -> str:
+async def app_role(services: ServicesDep, creds: AppCredentials, _: AdminCredentials) -> str:
+    role = _role(services, creds)
     if role == "annotator":
         raise HTTPException(403, "the annotator key only opens the annotation routes")
     return role
 
 
-async def annotator_role(role: Role) -> str:
+async def annotator_role(services: ServicesDep, creds: AnnotatorCredentials, _: AdminCredentials) -> str:
+    role = _role(services, creds)
     if role not in ("admin", "annotator"):
         raise HTTPException(403, "this route needs the annotator or the admin key")
     return role
 
 
-async def admin_role(role: Role) -> str:
+async def admin_role(services: ServicesDep, creds: AdminCredentials) -> str:
+    role = _role(services, creds)
     if role != "admin":
         raise HTTPException(403, "this route needs the admin key")
     return role

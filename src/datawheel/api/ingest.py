@@ -57,18 +57,27 @@ class Ingest:
     def label(self, label: str, field: str) -> str:
         return check_label(label, self.ws.labels, field)
 
+    def scores(self, scores: Mapping[str, float], field: str) -> Mapping[str, float]:
+        """A model's scores by label; an unknown key is named by its position (it is the client's word)."""
+        for i, label in enumerate(scores):
+            if label not in self.ws.labels:
+                raise InvalidInput(f"key {i} (counting from 0) is not a label; expected labels among "
+                                   f"{', '.join(self.ws.labels)}", field=field)
+        return scores
+
     def record(self, incoming: Incoming, kind: Kind, *, label: str | None = None,
                predicted_label: str | None = None, model_name: str | None = None,
-               model_version: str | None = None) -> str:
+               model_version: str | None = None, scores: Mapping[str, float] | None = None) -> str:
         """Store the record, committed before returning; the policy's consent rule is checked in the same write."""
         record_id, done = self.submit_record(incoming, kind, label=label, predicted_label=predicted_label,
-                                             model_name=model_name, model_version=model_version)
+                                             model_name=model_name, model_version=model_version, scores=scores)
         done.result()
         return record_id
 
     def submit_record(self, incoming: Incoming, kind: Kind, *, label: str | None = None,
                       predicted_label: str | None = None, model_name: str | None = None,
-                      model_version: str | None = None) -> tuple[str, Future[None]]:
+                      model_version: str | None = None,
+                      scores: Mapping[str, float] | None = None) -> tuple[str, Future[None]]:
         """As :meth:`record`, but answer at once: the id, and a future that resolves once the record is durable
         (or raises the consent refusal). An async route awaits it instead of holding a thread."""
         task = self.ws.task
@@ -77,7 +86,7 @@ class Ingest:
             content_hash=task.content_hash(incoming.item), consent=incoming.consent, label=label,
             predicted_label=predicted_label, model_name=self.screen.clean_optional(model_name, "model_name"),
             model_version=self.screen.clean_optional(model_version, "model_version"), meta=incoming.meta,
-            require=self.screen.requirement(kind))
+            require=self.screen.requirement(kind), scores=scores)
         counter = self.telemetry.records.labels(kind)
         done.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else counter.inc())
         return record_id, done

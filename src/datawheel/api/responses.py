@@ -8,26 +8,25 @@ model, so a key the store adds is not sent until it is declared here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from datawheel.store.db import aware
+from datawheel.api.shapes import ShownInput
 
 
 def _iso(value: Any) -> Any:
     # SQLite hands back naive times; everything is stored in UTC, and RFC 3339 wants the offset said.
-    return aware(value).isoformat() if isinstance(value, datetime) else value
+    # (Not store.db.aware: the Python client reads its answers with these models and must not import the store.)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
 
 
 #: a time in ISO 8601 with its UTC offset, as every answer gives it
 Timestamp = Annotated[str, BeforeValidator(_iso), WithJsonSchema({"type": "string", "format": "date-time"})]
 MetaValue = str | int | float | bool | None
-#: an input as a person is shown it: ``{"image": <PNG, base64>}`` or ``{"text": ...}``
-#: an item as a person sees it: {"text"}, {"image": base64 PNG} or, for text generation, {"messages": [...]}
-ShownInput = Annotated[dict[str, str | list[dict[str, str]]], Field(examples=[
-    {"text": "..."}, {"image": "iVBORw0KGgo..."}, {"messages": [{"role": "user", "content": "..."}]}])]
 
 
 class ErrorOut(BaseModel):
@@ -41,6 +40,10 @@ _WHY = {401: "No key, or an unknown key", 403: "The key's role cannot use this r
         404: "Something the request names does not exist", 409: "The request clashes with the current state",
         413: "The body is larger than the server accepts", 422: "The request is malformed or refused by the policy",
         502: "The upstream model server (proxy mode) failed or did not answer"}
+
+
+#: the ``next_cursor`` of every list
+_NEXT = "pass as ``cursor`` for the next page; null on the last page"
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -109,6 +112,8 @@ class RecordOut(BaseModel):
     model_version: str | None
     consent_training: bool
     metadata: dict[str, MetaValue]
+    scores: dict[str, float] | None = Field(description=(
+        "the scores by label an interaction was logged with (POST /v1/interactions), else null"))
     created_at: Timestamp
     feedback: list[FeedbackOut]
     answers: list[str] = Field([], description="text generation: the answers this conversation was given")
@@ -122,15 +127,28 @@ class UserDataOut(BaseModel):
     consent_history: list[ConsentEvent]
     reliability: Reliability | None
     records: list[RecordOut]
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class ErasureReceipt(BaseModel):
+    """The erasure is complete when this is sent; the last fields say what the workspace's ``[erasure]`` policy
+    did about a serving model trained on the user."""
+
     receipt_id: str
     user_id: str
     records_deleted: int
     feedback_deleted: int
     model_versions_trained_on_user_data: list[int]
     erased_at: Timestamp
+    serving_model_affected: bool = Field(description="the champion, a canary or a shadow was trained on the user")
+    serving_aliases_affected: list[Literal["champion", "canary", "shadow"]]
+    action: Literal["retrain_started", "retrain_blocked", "left_to_operator", "none"] = Field(description=(
+        "retrain_started: a retrain-without cycle replaces the champion (policy `retrain`); retrain_blocked: "
+        "the policy asked for one but another cycle was running; left_to_operator: policy `operator`, or only a "
+        "canary or shadow is affected; none: no serving model holds the user's data"))
+    retrain_cycle_id: str | None
+    next_step: str = Field(description="what an operator does next, as API calls; empty when nothing",
+                           examples=["replace the champion: POST /v1/users/{user_id}/retrain-without"])
 
 
 class StoredReceipt(BaseModel):
@@ -189,8 +207,23 @@ class CycleOut(BaseModel):
     finished_at: Timestamp | None
 
 
+class CycleSummary(BaseModel):
+    """A cycle in a list: what it did, without its report (``GET /v1/cycles/{cycle_id}`` has that)."""
+
+    cycle_id: str
+    status: Literal["running", "done", "failed"]
+    trigger: str
+    decision: str | None
+    champion_version: int | None
+    candidate_version: int | None
+    error: str | None
+    started_at: Timestamp
+    finished_at: Timestamp | None
+
+
 class CyclesOut(BaseModel):
-    cycles: list[CycleOut]
+    cycles: list[CycleSummary]
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class ModelOut(BaseModel):
@@ -206,6 +239,7 @@ class ModelOut(BaseModel):
 
 class ModelsOut(BaseModel):
     models: list[ModelOut]
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class AliasesOut(BaseModel):
@@ -257,6 +291,30 @@ class AuditEntry(BaseModel):
 class AuditOut(BaseModel):
     chain: ChainOut
     entries: list[AuditEntry]
+    next_cursor: str | None = Field(description=_NEXT + "; pages go back in time, each oldest first")
+
+
+class EventOut(BaseModel):
+    """The ``data:`` of one server-sent event; ``id`` is its audit entry, also sent as the event's ``id:``.
+
+    Besides ``id``, ``type`` and ``at``, an event carries the fields of its type (``GET /v1/events``).
+    """
+
+    id: int
+    type: Literal["cycle.started", "cycle.finished", "model.promoted", "model.rolled_back", "shadow.started",
+                  "shadow.stopped", "canary.started", "canary.stopped", "user.erased", "policy.changed"]
+    at: Timestamp
+    cycle_id: str | None = None
+    trigger: str | None = None
+    status: Literal["done", "failed"] | None = None
+    decision: str | None = None
+    champion_version: int | None = None
+    candidate_version: int | None = None
+    version: int | None = Field(None, description="the version promoted, rolled back to, or put on trial")
+    reason: str | None = None
+    aliases: dict[str, int] | None = None
+    receipt_id: str | None = Field(None, description="an erasure's receipt; the user is never named")
+    sha256: str | None = Field(None, description="the privacy policy now in force")
 
 
 class HealthOut(BaseModel):

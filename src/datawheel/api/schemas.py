@@ -5,6 +5,10 @@ Every string a body carries is checked here for what the store cannot keep (a lo
 encoded to UTF-8, PostgreSQL refuses NUL), so such a request is a 422 at the door rather than a 500 when
 the value is written or, later, exported. The free-form ``input`` is bounded in depth, keys, list items
 and characters before a task reads it; the task then applies its own limits (pixels, characters).
+
+``input`` is documented as one of the shapes in ``shapes.py`` (image, pixels, text), so a generated
+client has a type for each, but validated here only by those bounds: the workspace's task parses it,
+and its refusals name the exact row, column or field (a union's error per alternative would not).
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictStr,
     WithJsonSchema,
     model_validator,
 )
+
+from datawheel.api.shapes import RequestInput
 
 #: letters, digits and ``_ . : -``, not only dots (``.`` and ``..`` are path segments no client can address);
 #: no ``@``: an e-mail address as a user id would be personal data in every table and log line
@@ -132,10 +139,58 @@ def _at_most(count: int, limit: int, what: str) -> None:
         raise ValueError(f"is too large; at most {limit} {what} in all")
 
 
-#: a request's ``input``, whose shape the task decides (``{"image": ...}``, ``{"pixels": ...}``, ``{"text": ...}``)
-Input = Annotated[dict[StrictStr, Any], AfterValidator(_bounded_input), Field(
-    description=f"the task's input; at most {MAX_INPUT_DEPTH} levels deep, {MAX_INPUT_KEYS} keys, "
-                f"{MAX_INPUT_ITEMS} list items and {MAX_INPUT_CHARS} characters in all")]
+def _as_sent(value: Any) -> Any:
+    return value
+
+
+#: a request's ``input``: documented as the shapes the tasks take, checked here only for size (see the docstring)
+Input = Annotated[dict[StrictStr, Any],
+                  BeforeValidator(_as_sent, json_schema_input_type=RequestInput),
+                  AfterValidator(_bounded_input), Field(
+    description=f"the task's input: image or pixels for an image classifier, text for a text classifier; at "
+                f"most {MAX_INPUT_DEPTH} levels deep, {MAX_INPUT_KEYS} keys, {MAX_INPUT_ITEMS} list items and "
+                f"{MAX_INPUT_CHARS} characters in all")]
+
+
+MAX_SCORES = 1000
+_INT64 = 2 ** 63 - 1
+
+
+def _model_version(value: Any) -> str:
+    """Either form, kept as text (the column the product's own versions share); one message for both, rather
+    than a union's error per alternative."""
+    if type(value) is int:
+        if not 0 <= value <= _INT64:
+            raise ValueError("an integer version is at least 0 and fits in 64 bits")
+        return str(value)
+    if isinstance(value, str):
+        if not 1 <= len(value) <= 64:
+            raise ValueError("a version string is 1 to 64 characters")
+        return _storable(value)
+    raise ValueError("must be an integer (a datawheel model version) or a string (your model's own version)")
+
+
+def _scores(value: Any) -> dict[str, float]:
+    """Probabilities by label; a bad one is named by its position, since the keys are the client's words."""
+    if not isinstance(value, dict):
+        raise ValueError("must be an object of label: probability")
+    if not 1 <= len(value) <= MAX_SCORES:
+        raise ValueError(f"give 1 to {MAX_SCORES} labels' scores, or leave scores out")
+    for i, v in enumerate(value.values()):
+        if type(v) not in (int, float) or not (math.isfinite(v) and 0 <= v <= 1):
+            raise ValueError(f"the value of key {i} (counting from 0) is not a finite number in 0..1")
+    return {k: float(v) for k, v in value.items()}
+
+
+ModelVersion = Annotated[str, PlainValidator(_model_version, json_schema_input_type=Annotated[
+    int, Field(ge=0, le=_INT64)] | Annotated[str, Field(min_length=1, max_length=64)]), Field(
+    description="the version of the model that answered: an integer (a datawheel version, as /v1/predict answers) "
+                "or your own model's version string (e.g. \"gpt-4o-2024-08-06\"); kept as text",
+    examples=[3, "gpt-4o-2024-08-06"])]
+Scores = Annotated[dict[str, float], PlainValidator(_scores, json_schema_input_type=Annotated[
+    dict[str, Annotated[float, Field(ge=0, le=1)]], Field(min_length=1, max_length=MAX_SCORES)]), Field(
+    description="your model's probability for each label it scored; keys are workspace labels",
+    examples=[{"7": 0.91, "1": 0.06}])]
 
 
 class _Body(BaseModel):
@@ -173,7 +228,8 @@ class InteractionIn(_WithMetadata):
     input: Input
     output_label: Text
     model_name: Text = Field(min_length=1, max_length=256)
-    model_version: Text = Field(min_length=1, max_length=64)
+    model_version: ModelVersion
+    scores: Scores | None = None
     consent: Consent | None = None
 
 

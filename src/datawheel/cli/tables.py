@@ -6,6 +6,7 @@ allowed to give way (``flex``) is cut with an ellipsis when the terminal is narr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich import box
@@ -32,6 +33,39 @@ def compact(headers: Sequence[str], rows: Sequence[Sequence[str]], *, flex: str,
 def short_time(value: object) -> str:
     """``2026-11-29 23:26`` from a datetime or its ISO string."""
     return str(value).replace("T", " ")[:16]
+
+
+#: aliases that answer (or watch) live traffic, shown in a version's decision before how it got there
+SERVING_ALIASES = ("champion", "canary", "shadow", "previous")
+
+
+def short_reason(reasons: Sequence[str]) -> str:
+    """The gate's first reason in a few words (``accuracy fell``, ``not significant``), with how many more."""
+    if not reasons:
+        return ""
+    first = reasons[0]
+    if " fell by " in first:  # "recall of class '3' fell by 0.0600 (> ...)" -> "recall '3' fell"
+        first = re.sub(r" \(\d+ items\)", "", first.split(" fell by ")[0].replace("of class ", "")) + " fell"
+    elif first.startswith("no significant improvement"):
+        first = "not significant"
+    elif "were erased while it trained" in first:
+        first = "a user it saw was erased"
+    else:
+        first = first.split(":")[0]
+    return first + (f" (+{len(reasons) - 1})" if len(reasons) > 1 else "")
+
+
+def version_decision(version: int, aliases: Sequence[str], cycle: dict | None) -> str:
+    """What a model version is now, or else what the gate made of it: ``champion``, ``previous``,
+    ``promoted``, ``rejected: accuracy fell``, ``init``."""
+    held = [a for a in SERVING_ALIASES if a in aliases]
+    if held:
+        return ",".join(held)
+    if cycle is None:
+        return "init" if version == 1 else "-"
+    decision = cycle["decision"] or "-"
+    reason = short_reason((cycle.get("report") or {}).get("decision_reasons", []))
+    return f"{decision}: {reason}" if decision == "rejected" and reason else decision
 
 
 def cycle_table(title: str, r: dict) -> Table:

@@ -4,10 +4,15 @@ It makes a workspace (seed 10 %, golden 20 %, the rest is what users bring),
 serves it over real HTTP, lets a simulated population use and correct the
 model, and runs cycles. Each cycle's table row comes from the cycle report the
 API returns, so the demo shows exactly what an operator would see.
+
+The workspace is kept (in ``workspaces/demo`` by default) so the operator's
+commands can be tried on it afterwards; a second run replaces the first one's
+folders, and ``discard`` runs it in a temporary folder deleted at the end.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import threading
@@ -28,12 +33,19 @@ from datawheel.cli.tables import cycle_table
 from datawheel.client import Client
 from datawheel.demo.report import write_report
 from datawheel.demo.simulate import Simulation
+from datawheel.errors import WorkspaceError
 from datawheel.settings import load_settings
 from datawheel.tasks.image import to_png_base64
 from datawheel.wheel.init import init_workspace
 from datawheel.workspace import Workspace
 
 LABELS = tuple(str(d) for d in range(10))
+#: where the demo keeps its workspace unless told otherwise (ignored by git)
+DEFAULT_WORKDIR = Path("workspaces") / "demo"
+#: the file that marks a folder as the demo's own, so a second run may replace what the first one made there
+MARKER = ".datawheel-demo"
+#: what a demo run makes inside its folder
+MADE = ("import", "workspace")
 
 
 @dataclass(frozen=True)
@@ -102,15 +114,39 @@ def _pool_inputs(pool: list[tuple[np.ndarray, str]], rng: np.random.Generator) -
 
 
 def run_demo(workdir: Path | None = None, cycles: int = 5, interactions_per_cycle: int = 300, users: int = 40,
-             epochs: int = 30, console: Console | None = None, seed: int = 0) -> list[dict]:
+             epochs: int = 30, console: Console | None = None, seed: int = 0, discard: bool = False) -> list[dict]:
+    """Turn the wheel; the workspace stays in ``workdir`` (default ``workspaces/demo``) unless ``discard``."""
     console = console or Console()
-    tmp = tempfile.TemporaryDirectory(prefix="datawheel-demo-") if workdir is None else None
-    base = Path(tmp.name) if tmp is not None else Path(workdir or ".")
-    try:
-        return _run(base, cycles, interactions_per_cycle, users, epochs, console, seed)
-    finally:
-        if tmp:
-            tmp.cleanup()
+    if discard:
+        with tempfile.TemporaryDirectory(prefix="datawheel-demo-") as tmp:
+            return _run(Path(tmp), cycles, interactions_per_cycle, users, epochs, console, seed)
+    base = prepare_workdir(Path(workdir) if workdir is not None else DEFAULT_WORKDIR, console)
+    rows = _run(base, cycles, interactions_per_cycle, users, epochs, console, seed)
+    ws = base / "workspace"
+    for line in (f"\nthe demo workspace is kept in {ws} (its API keys: {ws / 'secrets.json'}); try:",
+                 f"  datawheel models {ws}    # the versions and what the gate decided",
+                 f"  datawheel serve {ws}     # the API, the console at http://127.0.0.1:8000/admin",
+                 f"  datawheel cycle {ws}     # one more turn: skipped, nobody has sent anything new",
+                 "a new `datawheel demo` replaces it; `datawheel demo --discard` keeps nothing"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return rows
+
+
+def prepare_workdir(base: Path, console: Console) -> Path:
+    """The demo's folder, emptied of a previous demo's run (which the marker file vouches for); a folder holding
+    an ``import`` or ``workspace`` the demo did not make is refused rather than overwritten."""
+    mine = (base / MARKER).is_file()
+    found = [name for name in MADE if (base / name).exists()]
+    if found and not mine:
+        raise WorkspaceError(f"{base}: already holds {' and '.join(found)} not made by the demo; choose another "
+                             "--workdir")
+    if found:
+        console.print(f"replacing the previous demo in {base}", markup=False, highlight=False)
+        for name in found:
+            shutil.rmtree(base / name)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / MARKER).write_text("made by `datawheel demo`; a new run replaces import/ and workspace/ here\n")
+    return base
 
 
 def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, console: Console, seed: int) -> list[dict]:
@@ -140,13 +176,14 @@ def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, conso
             if n == 2:
                 victim = next(u for u in sim.users if u.profile.name == "honest")
                 receipt = product.erase(victim.user_id)
-                console.print(f"erasure of {victim.user_id}: {receipt['records_deleted']} records deleted; "
-                              f"model versions that had used them: {receipt['model_versions_trained_on_user_data']}")
+                console.print(f"erasure of {victim.user_id}: {receipt.records_deleted} records deleted; "
+                              f"model versions that had used them: {receipt.model_versions_trained_on_user_data}; "
+                              f"next: {receipt.next_step or 'nothing'}")
             state = operator.wait_cycle(operator.start_cycle())
-            if state["status"] != "done":
-                raise RuntimeError(f"cycle {n} failed: {state['error']}")
-            rows.append(state["report"])
-            console.print(cycle_table(f"cycle {n}", state["report"]))
+            if state.status != "done" or state.report is None:
+                raise RuntimeError(f"cycle {n} failed: {state.error}")
+            rows.append(state.report)
+            console.print(cycle_table(f"cycle {n}", state.report))
     accuracy = [(0, v1)] + [(i + 1, r["champion_accuracy"]) for i, r in enumerate(rows)]
     _check_consent(ws, sim)
     report_path = Path.cwd() / "report.html"
@@ -154,12 +191,17 @@ def _run(base: Path, cycles: int, per_cycle: int, users: int, epochs: int, conso
                  ["cycle", "records in", "accepted", "rejected", "snapshot", "users excluded", "candidate acc.",
                   "decision", "champion", "champion acc."],
                  [[str(i + 1), str(r["records_in"]), str(r["accepted"]), _reasons(r), str(r["snapshot"]["items"]),
-                   str(r["snapshot"]["users_excluded"]), f"{r['candidate_metrics']['accuracy']:.1%}", r["decision"],
+                   str(r["snapshot"]["users_excluded"]), _candidate(r), r["decision"],
                    f"v{r['champion_version']}", f"{r['champion_accuracy']:.1%}"] for i, r in enumerate(rows)],
                  accuracy, [f"model v1 (seed only): {v1:.1%}", f"finished in {time.perf_counter() - started:.0f} s"])
     console.print(_summary(v1, rows))
     console.print(f"report written to {report_path} ({time.perf_counter() - started:.0f} s)")
     return rows
+
+
+def _candidate(report: dict) -> str:
+    """A skipped turn trained no candidate."""
+    return f"{report['candidate_metrics']['accuracy']:.1%}" if "candidate_metrics" in report else "-"
 
 
 def _reasons(report: dict) -> str:

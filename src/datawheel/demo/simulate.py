@@ -122,10 +122,10 @@ class Simulation:
                 continue
             answer = self.client.predict(user.user_id, item, consent=user.profile.consent)
             sent[(user.profile.name, "prediction")] += 1
-            if answer["label"] == given:
-                self.client.feedback(answer["interaction_id"], user.user_id, rating=1)
+            if answer.label == given:
+                self.client.feedback(answer.interaction_id, user.user_id, rating=1)
                 sent[(user.profile.name, "confirmation")] += 1
             else:
-                self.client.feedback(answer["interaction_id"], user.user_id, label=given)
+                self.client.feedback(answer.interaction_id, user.user_id, label=given)
                 sent[(user.profile.name, "correction")] += 1
         return sent

@@ -78,6 +78,12 @@ class ErasureQueries:
         with self.engine.connect() as conn:
             return set(conn.execute(select(t.erasures.c.user_ref)).scalars())
 
+    def receipt_versions(self, user_ref: str) -> set[int] | None:
+        """The model versions this user's erasure receipts name now; None when the user was never erased."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.erasures.c.model_versions).where(t.erasures.c.user_ref == user_ref)).all()
+        return {v for row in rows for v in row.model_versions} if rows else None
+
     def name_in_receipts(self, user_refs: set[str], version: int, actor: str) -> list[str]:
         """Add ``version`` to the receipts of these erased users: it was trained on their data after all."""
         amended: list[str] = []

@@ -13,18 +13,19 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, true, update
 
 from datawheel.artifacts import LabelledRecord, Vote
 from datawheel.errors import NotFound
-from datawheel.store import audit
+from datawheel.store import audit, paging
 from datawheel.store import tables as t
 from datawheel.store.curation import drop_orphans, reliability_row
 from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
 from datawheel.store.erasure import models_by_snapshot
 from datawheel.store.group_commit import Batch, GroupCommitter
+from datawheel.store.paging import Key
 
 SCOPES = ("training", "analytics")
 _COMMITTER_LOCK = threading.Lock()
@@ -109,7 +110,8 @@ class PeopleQueries:
                       consent: Mapping[str, bool] | None, label: str | None = None,
                       predicted_label: str | None = None, model_name: str | None = None,
                       model_version: str | None = None, meta: dict | None = None,
-                      require: Callable[[dict[str, bool]], None] | None = None) -> tuple[str, Future[None]]:
+                      require: Callable[[dict[str, bool]], None] | None = None,
+                      scores: Mapping[str, float] | None = None) -> tuple[str, Future[None]]:
         """Queue one record for the next group commit: its id, and a future that resolves once it is durable.
 
         ``require`` may refuse it given the consent in force (raising from the future); nothing is then stored.
@@ -124,6 +126,8 @@ class PeopleQueries:
                 "label": label, "predicted_label": predicted_label, "model_name": model_name,
                 "model_version": model_version, "consent_training": granted["training"], "meta": meta or {},
                 "created_at": utcnow()})
+            if scores is not None:
+                batch.defer(t.interaction_scores, {"record_id": record_id, "scores": dict(scores)})
             batch.remember(("record", record_id), user_id)
 
         return record_id, self._group_commit().submit(insert_record)
@@ -209,57 +213,37 @@ class PeopleQueries:
 
     # -- a user's own data ---------------------------------------------------
 
-    def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app") -> dict:
-        """Everything held about one user, with lineage; the export itself is audited."""
+    def user_data(self, user_id: str, decode: Callable[[bytes], Any], actor: str = "app", *,
+                  limit: int | None = None, after: Key | None = None) -> dict:
+        """Everything held about one user, with lineage; the export itself is audited.
+
+        With ``limit``: one page of their records, oldest first, after the cursor key ``after``, each with its
+        feedback and lineage; ``next_cursor`` says where the next page starts. Consent comes with every page.
+        """
         with write(self.engine) as conn:
             user = conn.execute(select(t.users).where(t.users.c.user_id == user_id)).first()
             if user is None:
                 raise NotFound("user_id: no data is held for this user")
-            recs = conn.execute(select(t.records).where(t.records.c.user_id == user_id)
-                                .order_by(t.records.c.created_at)).all()
-            fbs = conn.execute(select(t.feedback, t.answer_feedback.c.correction, t.answer_feedback.c.chosen)
-                               .outerjoin(t.answer_feedback, t.answer_feedback.c.feedback_id == t.feedback.c.id)
-                               .where(t.feedback.c.user_id == user_id).order_by(t.feedback.c.created_at)).all()
-            answers: dict[str, list[str]] = defaultdict(list)
-            for a in conn.execute(select(t.completions.c.record_id, t.completions.c.text)
-                                  .join(t.records, t.records.c.id == t.completions.c.record_id)
-                                  .where(t.records.c.user_id == user_id).order_by(t.completions.c.idx)):
-                answers[a.record_id].append(a.text)
-            members = conn.execute(select(t.snapshot_members.c.record_id, t.snapshot_members.c.snapshot_id)
-                                   .where(t.snapshot_members.c.user_id == user_id)).all()
-            by_snapshot = models_by_snapshot(conn)
+            order = (t.records.c.created_at, t.records.c.id)
+            query = select(t.records).where(t.records.c.user_id == user_id).order_by(*order)
+            if (later := paging.after(order, after)) is not None:
+                query = query.where(later)
+            rows = conn.execute(query if limit is None else query.limit(limit + 1)).all()
+            recs = rows if limit is None else rows[:limit]
+            extras = _record_extras(conn, user_id, None if limit is None else [r.id for r in recs])
             history = conn.execute(select(t.consent_events).where(t.consent_events.c.user_id == user_id)
                                    .order_by(t.consent_events.c.at, t.consent_events.c.id)).all()
             rel = reliability_row(conn, user_id)
             audit.append(conn, actor, "export", {"user_ref": self.user_ref(user_id), "records": len(recs)})
-        snaps: dict[str, list[str]] = defaultdict(list)
-        for m in members:
-            snaps[m.record_id].append(m.snapshot_id)
-        fb_by_record: dict[str, list[dict]] = defaultdict(list)
-        for f in fbs:
-            fb_by_record[f.record_id].append({"id": f.id, "label": f.label, "rating": f.rating,
-                                              "comment": f.comment, "created_at": aware(f.created_at).isoformat(),
-                                              "correction": f.correction, "chosen": f.chosen})
-        out = []
-        for r in recs:
-            datasets = sorted(set(snaps.get(r.id, [])))
-            out.append({
-                "id": r.id, "kind": r.kind, "input": decode(r.input), "label": r.label,
-                "predicted_label": r.predicted_label, "model_name": r.model_name,
-                "model_version": r.model_version, "consent_training": r.consent_training,
-                "metadata": r.meta, "created_at": aware(r.created_at).isoformat(),
-                "feedback": fb_by_record.get(r.id, []),
-                "answers": answers.get(r.id, []),
-                "datasets": datasets,
-                "models": sorted({v for s in datasets for v in by_snapshot.get(s, [])}),
-            })
         return {
             "user_id": user_id,
             "consent": _consent(user),
             "consent_history": [{"scope": e.scope, "granted": e.granted, "actor": e.actor,
                                  "at": aware(e.at).isoformat()} for e in history],
             "reliability": rel,
-            "records": out,
+            "records": [_record_out(r, decode, extras) for r in recs],
+            "next_cursor": None if limit is None else paging.next_cursor(
+                rows, limit, "records", lambda r: paging.time_key(r, "created_at")),
         }
 
     def content_hashes_of(self, user_id: str | None = None) -> set[str]:
@@ -295,3 +279,57 @@ class PeopleQueries:
             if any(counts.values()):
                 audit.append(conn, actor, "retention", {"deleted": counts})
         return counts
+
+
+class _Extras(NamedTuple):
+    """What belongs to a user's records besides the records: feedback, answers, snapshots and their models."""
+
+    feedback: dict[str, list[dict]]
+    answers: dict[str, list[str]]
+    snapshots: dict[str, list[str]]
+    models_by_snapshot: dict[str, list[int]]
+    scores: dict[str, dict[str, float]]
+
+
+def _record_extras(conn: Connection, user_id: str, record_ids: list[str] | None) -> _Extras:
+    """The extras of the user's records: all of them (``record_ids`` None) or those of one page."""
+    def of_page(column: Any) -> Any:
+        return true() if record_ids is None else column.in_(record_ids)
+
+    fbs = conn.execute(select(t.feedback, t.answer_feedback.c.correction, t.answer_feedback.c.chosen)
+                       .outerjoin(t.answer_feedback, t.answer_feedback.c.feedback_id == t.feedback.c.id)
+                       .where(t.feedback.c.user_id == user_id, of_page(t.feedback.c.record_id))
+                       .order_by(t.feedback.c.created_at)).all()
+    feedback: dict[str, list[dict]] = defaultdict(list)
+    for f in fbs:
+        feedback[f.record_id].append({"id": f.id, "label": f.label, "rating": f.rating, "comment": f.comment,
+                                      "created_at": aware(f.created_at).isoformat(), "correction": f.correction,
+                                      "chosen": f.chosen})
+    answers: dict[str, list[str]] = defaultdict(list)
+    for a in conn.execute(select(t.completions.c.record_id, t.completions.c.text)
+                          .join(t.records, t.records.c.id == t.completions.c.record_id)
+                          .where(t.records.c.user_id == user_id, of_page(t.completions.c.record_id))
+                          .order_by(t.completions.c.idx)):
+        answers[a.record_id].append(a.text)
+    snapshots: dict[str, list[str]] = defaultdict(list)
+    for m in conn.execute(select(t.snapshot_members.c.record_id, t.snapshot_members.c.snapshot_id)
+                          .where(t.snapshot_members.c.user_id == user_id, of_page(t.snapshot_members.c.record_id))):
+        snapshots[m.record_id].append(m.snapshot_id)
+    scores = {r.record_id: r.scores for r in conn.execute(
+        select(t.interaction_scores).join(t.records, t.records.c.id == t.interaction_scores.c.record_id)
+        .where(t.records.c.user_id == user_id, of_page(t.interaction_scores.c.record_id)))}
+    return _Extras(feedback, answers, snapshots, models_by_snapshot(conn), scores)
+
+
+def _record_out(r: Any, decode: Callable[[bytes], Any], extras: _Extras) -> dict:
+    datasets = sorted(set(extras.snapshots.get(r.id, [])))
+    return {
+        "id": r.id, "kind": r.kind, "input": decode(r.input), "label": r.label,
+        "predicted_label": r.predicted_label, "model_name": r.model_name,
+        "model_version": r.model_version, "consent_training": r.consent_training,
+        "metadata": r.meta, "scores": extras.scores.get(r.id), "created_at": aware(r.created_at).isoformat(),
+        "feedback": extras.feedback.get(r.id, []),
+        "answers": extras.answers.get(r.id, []),
+        "datasets": datasets,
+        "models": sorted({v for s in datasets for v in extras.models_by_snapshot.get(s, [])}),
+    }

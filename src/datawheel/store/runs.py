@@ -7,14 +7,28 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, delete, func, insert, select, update
+from sqlalchemy.sql import ColumnElement
 
 from datawheel.errors import Conflict, ErasedDuringCycle, NotFound
-from datawheel.store import audit
+from datawheel.store import audit, events, paging
 from datawheel.store import tables as t
 from datawheel.store.audit import ChainReport
 from datawheel.store.db import aware, new_id, process_alive, utcnow, write
 from datawheel.store.erasure import erased_refs_after
+from datawheel.store.paging import Key, Page
+
+
+def _finish(conn: Connection, cycle_id: str, values: dict[str, Any]) -> None:
+    """Close a cycle's row; the first close of a running cycle is audited (the stream's ``cycle.finished``)."""
+    was = conn.execute(select(t.cycles.c.status).where(t.cycles.c.id == cycle_id)).scalar()
+    conn.execute(update(t.cycles).where(t.cycles.c.id == cycle_id).values(finished_at=utcnow(), **values))
+    if was == "running":
+        # No error text: an exception's message may quote anything, and the chain keeps what it is given forever.
+        audit.append(conn, "cycle", "cycle_finish", {
+            "cycle_id": cycle_id, "status": values.get("status"), "decision": values.get("decision"),
+            "champion_version": values.get("champion_version"),
+            "candidate_version": values.get("candidate_version")})
 
 
 class RunQueries:
@@ -28,13 +42,15 @@ class RunQueries:
         with write(self.engine) as conn:
             for running in conn.execute(select(t.cycles.c.id, t.cycles.c.pid).where(t.cycles.c.status == "running")):
                 if running.pid is not None and not process_alive(running.pid):
-                    conn.execute(update(t.cycles).where(t.cycles.c.id == running.id).values(
-                        status="failed", error="interrupted: its process ended before the cycle finished",
-                        finished_at=utcnow()))
+                    _finish(conn, running.id, {"status": "failed",
+                                               "error": "interrupted: its process ended before the cycle finished"})
                     continue
                 raise Conflict(f"cycle {running.id} is still running; wait for it to finish")
             conn.execute(insert(t.cycles).values(id=cycle_id, status="running", trigger=trigger, params=params or {},
                                                  pid=os.getpid(), started_at=utcnow()))
+            # The row and its audit entry commit together: the event stream never announces a cycle that is not
+            # there, nor misses one that is. Params stay out (a retrain-without's names a user's pseudonym).
+            audit.append(conn, "cycle", "cycle_start", {"cycle_id": cycle_id, "trigger": trigger})
         return cycle_id
 
     def claim_cycle(self, cycle_id: str) -> None:
@@ -44,8 +60,7 @@ class RunQueries:
 
     def finish_cycle(self, cycle_id: str, **values: Any) -> None:
         with write(self.engine) as conn:
-            conn.execute(update(t.cycles).where(t.cycles.c.id == cycle_id)
-                         .values(finished_at=utcnow(), **values))
+            _finish(conn, cycle_id, values)
 
     def get_cycle(self, cycle_id: str) -> dict:
         with self.engine.connect() as conn:
@@ -56,8 +71,25 @@ class RunQueries:
 
     def list_cycles(self) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.cycles).order_by(t.cycles.c.started_at)).all()
+            rows = conn.execute(select(t.cycles).order_by(t.cycles.c.started_at, t.cycles.c.id)).all()
         return [dict(r._mapping) for r in rows]
+
+    def cycles_page(self, limit: int, after: Key | None = None) -> Page:
+        """Cycles oldest first, without their reports (a list of summaries; one cycle's report is a read of its own)."""
+        c = t.cycles.c
+        query = select(c.id, c.status, c.trigger, c.decision, c.champion_version, c.candidate_version, c.error,
+                       c.started_at, c.finished_at)
+        return self._page(query, (c.started_at, c.id), limit, after, "cycles",
+                          lambda r: paging.time_key(r, "started_at"))
+
+    def _page(self, query: Select[Any], order: tuple[ColumnElement[Any], ...], limit: int, after: Key | None,
+              kind: str, key: Callable[[Row[Any]], Key]) -> Page:
+        where = paging.after(order, after)
+        if where is not None:
+            query = query.where(where)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(*order).limit(limit + 1)).all()
+        return paging.page(rows, limit, kind, key)
 
     def last_cycle_start(self) -> datetime | None:
         with self.engine.connect() as conn:
@@ -154,6 +186,9 @@ class RunQueries:
             rows = conn.execute(select(t.models).order_by(t.models.c.version)).all()
         return [dict(r._mapping) for r in rows]
 
+    def models_page(self, limit: int, after: Key | None = None) -> Page:
+        return self._page(select(t.models), (t.models.c.version,), limit, after, "models", lambda r: (r.version,))
+
     def aliases(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {r.name: r.version for r in conn.execute(select(t.aliases))}
@@ -199,6 +234,22 @@ class RunQueries:
     def audit_log(self, limit: int | None = None) -> list[dict]:
         with self.engine.connect() as conn:
             return audit.entries(conn, limit)
+
+    def audit_page(self, limit: int, before: Key | None = None) -> Page:
+        """The newest ``limit`` entries before entry ``before`` (all when None), oldest first; pages go back in time,
+        so entries appended meanwhile never push older ones onto a second page."""
+        query = select(t.audit)
+        if before is not None:
+            query = query.where(t.audit.c.id < before[0])
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.audit.c.id.desc()).limit(limit + 1)).all()
+        newest_first = paging.page(rows, limit, "audit", lambda r: (r.id,))
+        return Page(newest_first.items[::-1], newest_first.next_cursor)
+
+    def events_after(self, after: int, limit: int = 100) -> tuple[list[dict], int]:
+        """The wheel's events after audit entry ``after`` and where to read on from (``store/events.py``)."""
+        with self.engine.connect() as conn:
+            return events.events_after(conn, after, limit)
 
     def verify_audit(self) -> ChainReport:
         with self.engine.connect() as conn:

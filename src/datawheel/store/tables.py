@@ -146,6 +146,13 @@ annotation_queue = Table(
     Column("cycle_id", String(32), nullable=False),
 )
 
+interaction_scores = Table(  # the product's model's scores an interaction was logged with (POST /v1/interactions)
+    "interaction_scores",
+    metadata,
+    Column("record_id", String(32), ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    Column("scores", JSON, nullable=False),  # label -> probability
+)
+
 shadow_predictions = Table(
     "shadow_predictions",
     metadata,

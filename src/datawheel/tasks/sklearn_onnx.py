@@ -2,8 +2,10 @@
 
 The graph skl2onnx writes outputs a label and class probabilities; three nodes are appended so it
 outputs what every datawheel ONNX file outputs, ``logits`` (log-probabilities divided by the
-calibration temperature). Its input is what the estimator takes: a string tensor for text (the
-server turns code points back into strings before the call), a float [N, D] tensor for images.
+calibration temperature). Its input is what the estimator takes: a string tensor named ``text`` for
+text (the canonical texts themselves; the server turns code points back into strings before the call),
+a float [N, D] tensor named ``features`` for images (the export then puts the pixels' standardization in
+front, ``models/onnx_export.py``).
 Text vectorizers are told scikit-learn's tokenizer and a locale every machine has (C.UTF-8; the
 default en_US may not be installed). What skl2onnx cannot convert is refused with its reason.
 """
@@ -34,9 +36,18 @@ def _options(estimator: Any) -> dict:
         if isinstance(part, CountVectorizer):
             opts: dict = {"locale": "C.UTF-8"}
             if part.analyzer == "word" and part.tokenizer is None:
-                opts["tokenexp"] = part.token_pattern.removeprefix("(?u)")  # RE2's \w is Unicode already
+                opts["tokenexp"] = _re2(part.token_pattern)
             options[id(part)] = opts
     return options
+
+
+def _re2(token_pattern: str) -> str:
+    r"""scikit-learn's token pattern as ONNX Runtime's RE2 reads it. RE2's ``\w`` and ``\b`` are ASCII, so the
+    default pattern left as it is never saw "café" or a Chinese word; spelled with Unicode classes, and
+    without ``\b`` (a greedy run of two or more word characters already starts and ends at a word's edges),
+    it finds the same tokens. Another pattern is passed as it is, and the export's agreement check decides."""
+    pattern = token_pattern.removeprefix("(?u)")
+    return r"[\p{L}\p{N}_]{2,}" if pattern == r"\b\w\w+\b" else pattern
 
 
 def sklearn_to_onnx(model: SklearnModel, temperature: float = 1.0) -> bytes:
@@ -54,9 +65,10 @@ def sklearn_to_onnx(model: SklearnModel, temperature: float = 1.0) -> bytes:
     if list(np.asarray(est.classes_)) != list(range(model.n_classes)):
         raise ConfigError("cannot export to ONNX: a label had no training items, so the estimator has fewer "
                           "classes than the workspace")
-    kind = StringTensorType([None]) if model.kind == "text" else FloatTensorType([None, int(est.n_features_in_)])
+    kind = (("text", StringTensorType([None])) if model.kind == "text"
+            else ("features", FloatTensorType([None, int(est.n_features_in_)])))
     try:
-        proto = convert_sklearn(est, initial_types=[("features", kind)], options=_options(est))
+        proto = convert_sklearn(est, initial_types=[kind], options=_options(est))
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it does not support
         raise ConfigError(f"skl2onnx cannot convert this pipeline ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:300]}); the model still serves from its .pt artifact") from None
@@ -68,5 +80,5 @@ def sklearn_to_onnx(model: SklearnModel, temperature: float = 1.0) -> bytes:
                        helper.make_node("Log", ["dw_clipped"], ["dw_log"]),
                        helper.make_node("Div", ["dw_log", "dw_temperature"], ["logits"])])
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, model.n_classes]))
+    graph.output.append(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", model.n_classes]))
     return proto.SerializeToString()

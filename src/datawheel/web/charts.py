@@ -21,7 +21,7 @@ INK, GRID, BLUE, GREEN, RED, ORANGE = "#1f2328", "#d0d7de", "#1f5fa8", "#1a7f37"
 class Point:
     label: str  # x-axis label (a cycle's short id, "v1")
     value: float
-    kind: str = ""  # promoted | rejected | unchanged | start
+    kind: str = ""  # promoted | rejected | unchanged | skipped | start
 
 
 def _frame(chart_id: str, title: str, desc: str, body: list[str]) -> str:
@@ -84,7 +84,7 @@ def accuracy_chart(points: Sequence[Point]) -> str:
                         f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}"/></g>')
     body += _x_labels([p.label for p in points])
     body.append(f'<text x="{W - RIGHT}" y="{H - 8}" fill="{INK}" font-size="11" text-anchor="end">'
-                '● promoted  ✕ rejected  ● (blue) start / unchanged</text>')
+                '● promoted  ✕ rejected  ● (blue) start / unchanged / skipped</text>')
     desc = "; ".join(f"{p.label}: {p.value:.2%} {p.kind}" for p in points)
     return _frame("chart-accuracy", title, desc, body)
 

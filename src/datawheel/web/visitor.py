@@ -22,6 +22,7 @@ from datawheel.tasks import GENERATION_TASK
 from datawheel.web.names import display_name
 from datawheel.web.security import USER_COOKIE
 from datawheel.web.session import SameOrigin, SignerDep, Visitor, issue_user
+from datawheel.wheel.after_erasure import follow_up
 from datawheel.workspace import Workspace
 
 router = APIRouter(prefix="/app", include_in_schema=False, dependencies=[SameOrigin])
@@ -153,10 +154,16 @@ def my_data(uid: Visitor, ws: WorkspaceDep,
 
 @router.delete("/my-data")
 def delete_my_data(uid: Visitor, response: Response, ws: WorkspaceDep, sign: SignerDep,
-                   telemetry: TelemetryDep) -> dict:
-    """Erase the visitor; the browser then gets a new id, so nothing links it to the erased one."""
+                   telemetry: TelemetryDep, runner: RunnerDep) -> dict:
+    """Erase the visitor; the browser then gets a new id, so nothing links it to the erased one.
+
+    The workspace's ``[erasure]`` policy applies as for the API's erasure; the visitor is told whether a model
+    without their data is being trained now (the operator's next steps are the console's business).
+    """
     receipt = ws.erase_user(uid, actor="web")
     telemetry.erasures.inc()
+    then = follow_up(ws, uid, receipt, start=lambda params: runner.start("forget", params))
+    receipt["replacement_training"] = then.action == "retrain_started"
     receipt.pop("user_id", None)
     cookie = issue_user(response, sign)
     return {"receipt": receipt, "csrf": sign.csrf_token(cookie)}

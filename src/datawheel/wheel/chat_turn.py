@@ -1,7 +1,8 @@
 """One turn of the wheel for a text-generation workspace, top to bottom.
 
-    load inputs once -> comply -> curate (SFT / DPO / KTO) -> save snapshot + datasheet
-                     -> train (LoRA SFT) -> evaluate (golden) -> gate -> register -> release
+    load inputs once -> comply -> curate (SFT / DPO / KTO) -> [nothing new: skipped]
+                     -> save snapshot + datasheet -> train (LoRA SFT) -> evaluate (golden) -> gate
+                     -> register -> release
 
 The same steps as the classifier turn (``wheel/cycle.py`` calls this one for
 generation workspaces), ending in the same fenced release (``wheel/outcome.py``):
@@ -37,6 +38,8 @@ from datawheel.stages.train_preferences import dpo_rows, kto_rows, train_prefere
 from datawheel.store.db import utcnow
 from datawheel.tasks.chat import TextGeneration
 from datawheel.tasks.language_model import Generator, LanguageModel, load_language_model
+from datawheel.wheel.after_erasure import nothing_to_retrain
+from datawheel.wheel.novelty import NO_VOTES, inputs_digest, nothing_new, skip
 from datawheel.wheel.outcome import finish, reasons, release_if_clean, save_derived_snapshot, unchanged
 from datawheel.wheel.retention import collect_garbage
 from datawheel.workspace import Workspace
@@ -76,17 +79,32 @@ def chat_cycle(ws: Workspace, cycle_id: str, inputs: ChatInputs, progress: Progr
     store.save_verdicts(cycle_id, [(v.record_id, v.stage, "accepted" if v.accepted else "rejected", v.reason)
                                    for v in comply_verdicts + curated.verdicts])
     rejected = reasons(comply_verdicts + curated.verdicts)
-    snapshot_id = fingerprint("curate-chat", [_feedback_hash(kept), f"champion-v{inputs.champion}"],
+    votes = _feedback_hash(kept)
+    snapshot_id = fingerprint("curate-chat", [votes, f"champion-v{inputs.champion}"],
                               {"generation": cfg.model_dump(mode="json")})
     table = curated.table(ws.user_ref)
-    _save_snapshot(ws, cycle_id, snapshot_id, table, curated, kept, inputs, rejected, len(exchanges))
-    outcome = challenge_chat(ws, AdapterRegistry(ws), cycle_id, inputs, table, snapshot_id, progress)
-    report = {"retention_deleted": expired, "records_in": len(exchanges),
+    counts = {"retention_deleted": expired, "records_in": len(exchanges),
               "accepted": sum(1 for v in curated.verdicts if v.accepted), "rejected": sum(rejected.values()),
-              "rejected_by_reason": rejected, "users_excluded": len(curated.excluded),
-              "snapshot": {"id": snapshot_id, "items": len(table), **curated.counts()}, **outcome,
+              "rejected_by_reason": rejected, "users_excluded": len(curated.excluded)}
+    digest = inputs_digest(ws, inputs.seed, votes)
+    same = _nothing_to_train(ws, inputs, table, digest)
+    if same:
+        return skip(ws, cycle_id, inputs.champion, same, {
+            **counts, "snapshot": {"items": len(table), **curated.counts()},
+            "seconds": round(time.perf_counter() - t0, 3)})
+    _save_snapshot(ws, cycle_id, snapshot_id, table, curated, kept, inputs, rejected, len(exchanges))
+    outcome = challenge_chat(ws, AdapterRegistry(ws), cycle_id, inputs, table, snapshot_id, progress, digest=digest)
+    report = {**counts, "snapshot": {"id": snapshot_id, "items": len(table), **curated.counts()}, **outcome,
               "seconds": round(time.perf_counter() - t0, 3)}
     return finish(ws, cycle_id, snapshot_id, report)
+
+
+def _nothing_to_train(ws: Workspace, inputs: ChatInputs, table: pa.Table, digest: str) -> str | None:
+    """Why this turn would teach nothing new: no SFT row at all, or the feedback and settings a model was
+    already trained on against this champion."""
+    if len(snapshot_sft(table)) == 0:
+        return "no new training example (no correction or answer reliable users approved)"
+    return nothing_new(ws, inputs.champion, digest)
 
 
 def _retrain_without(ws: Workspace, cycle_id: str, inputs: ChatInputs, user_ref: str,
@@ -98,6 +116,9 @@ def _retrain_without(ws: Workspace, cycle_id: str, inputs: ChatInputs, user_ref:
     source_id = store.get_model(inputs.champion)["dataset_id"]
     if source_id is None:
         return unchanged(ws, cycle_id, inputs.champion, f"champion v{inputs.champion} was not trained on users' data")
+    idle = nothing_to_retrain(ws, inputs.champion, user_ref)
+    if idle:
+        return unchanged(ws, cycle_id, inputs.champion, idle)
     source_path = ws.root / store.get_snapshot(source_id)["path"]
     table = pq.read_table(source_path)
     kept = drop_users(table, {user_ref})
@@ -177,19 +198,16 @@ def _refs(table: pa.Table) -> set[str]:
 
 
 def challenge_chat(ws: Workspace, registry: AdapterRegistry, cycle_id: str, inputs: ChatInputs, table: pa.Table,
-                   dataset_id: str, progress: Progress | None, replacing: str = "") -> dict:
+                   dataset_id: str, progress: Progress | None, replacing: str = "", digest: str = "") -> dict:
     """Train a candidate adapter on the seed set plus the snapshot's SFT rows, score both models on the
-    golden set, gate, register, release."""
+    golden set, gate, register, release. ``digest``: the turn's inputs, recorded with the candidate."""
     late = ws.store.erased_refs_after(inputs.fence) & _refs(table)
     if late:
         table = drop_users(table, late)
-    new = snapshot_sft(table)
-    if len(new) == 0 and not replacing:
-        return {"trained_on": 0, "decision": "unchanged", "champion_version": inputs.champion,
-                "candidate_version": None,
-                "decision_reasons": ["no new training example (no correction or answer reliable users approved)"]}
-    data = inputs.seed + new
+    data = inputs.seed + snapshot_sft(table)
     candidate, lm = _train(ws, registry, data, dataset_id, progress, table)
+    if digest:
+        candidate.info["inputs_digest"] = digest
     try:
         cand = _score(ws, lm, inputs.golden)
         champ = _score(ws, registry.load_generator(inputs.champion), inputs.golden)
@@ -280,6 +298,7 @@ def first_chat_champion(ws: Workspace, seed: LabelledSet, golden: LabelledSet,
     v_base = registry.register_base(sha, zero_m)
     registry.promote(v_base, actor="init", reason="the base model zero-shot")
     candidate, lm = _train(ws, registry, seed, None, progress)
+    candidate.info["inputs_digest"] = inputs_digest(ws, seed, NO_VOTES)
     try:
         tuned = _score(ws, lm, golden)
         tuned_m = evaluate_text.metrics(tuned, metric, golden.meta)

@@ -1,10 +1,12 @@
 """One turn of the wheel, top to bottom: the only orchestrator.
 
-    load inputs once -> comply -> curate -> save snapshot + datasheet
+    load inputs once -> comply -> curate -> [nothing new: skipped] -> save snapshot + datasheet
                      -> train -> evaluate -> gate -> register -> release
 
 Every stage is a call here with its inputs passed in and its output returned;
 stages never touch the store, and nothing below this module calls back up.
+A turn whose labels and settings are those the champion was trained on ends
+before training, registering nothing (``wheel/novelty.py``).
 A retrain-without is the same turn with another way of making the snapshot
 (the champion's snapshot minus one user's rows) and a reason to replace the
 champion; model v1 at ``init`` is the same train -> evaluate -> register ->
@@ -50,7 +52,9 @@ from datawheel.stages.train import TrainedModel, calibrated, train
 from datawheel.store.db import utcnow
 from datawheel.tasks import GENERATION_TASK
 from datawheel.tasks.base import predict_proba
+from datawheel.wheel.after_erasure import nothing_to_retrain
 from datawheel.wheel.chat_turn import ChatInputs, chat_cycle
+from datawheel.wheel.novelty import NO_VOTES, inputs_digest, nothing_new, skip
 from datawheel.wheel.outcome import finish, reasons, release_if_clean, save_derived_snapshot, unchanged
 from datawheel.wheel.retention import collect_garbage, prune_derived
 from datawheel.workspace import Workspace
@@ -115,15 +119,21 @@ def _turn(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, prog
     store.save_verdicts(cycle_id, [(v.record_id, v.stage, "accepted" if v.accepted else "rejected", v.reason)
                                    for v in comply_verdicts + curated.verdicts])
     store.save_curation(cycle_id, curated.reliability, curated.queue)
+    counts = {"retention_deleted": expired, "records_in": len(records),
+              "accepted": sum(len(r) for r in snapshot.record_ids), "rejected": sum(rejected.values()),
+              "rejected_by_reason": rejected}
+    digest = inputs_digest(ws, inputs.seed, lineage["votes_sha256"])
+    same = nothing_new(ws, inputs.champion.version, digest)
+    if same:
+        return skip(ws, cycle_id, inputs.champion.version, same, {
+            **counts, "snapshot": {"items": len(snapshot.items), **snapshot.stats},
+            "seconds": round(time.perf_counter() - t0, 3)})
     _save_snapshot(ws, cycle_id, snapshot, kept, inputs, rejected, lineage, records_in=len(records))
     outcome = challenge(ws, registry, cycle_id, inputs, snapshot.to_arrow(ws.user_ref), snapshot.id, progress,
-                        warm_start=warm_start)
+                        warm_start=warm_start, digest=digest)
     valuation = store.save_contributor_values(cycle_id, value_contributors(
         ws.task, inputs.champion.network, inputs.champion.model_name, kept, votes, inputs.golden, ws.labels))
-    report = {"retention_deleted": expired, "records_in": len(records),
-              "accepted": sum(len(r) for r in snapshot.record_ids), "rejected": sum(rejected.values()),
-              "rejected_by_reason": rejected,
-              "snapshot": {"id": snapshot.id, "items": len(snapshot.items), **snapshot.stats},
+    report = {**counts, "snapshot": {"id": snapshot.id, "items": len(snapshot.items), **snapshot.stats},
               **outcome, "valuation": valuation, "seconds": round(time.perf_counter() - t0, 3)}
     return finish(ws, cycle_id, snapshot.id, report)
 
@@ -196,6 +206,9 @@ def _retrain_without(ws: Workspace, registry: Registry, cycle_id: str, inputs: I
     if source_id is None:
         return unchanged(ws, cycle_id, champion.version,
                          f"champion v{champion.version} was trained on the seed set only; it holds no user's data")
+    idle = nothing_to_retrain(ws, champion.version, user_ref)
+    if idle:
+        return unchanged(ws, cycle_id, champion.version, idle)
     source_path = ws.root / store.get_snapshot(source_id)["path"]
     table = pq.read_table(source_path)
     kept = drop_users(table, {user_ref})
@@ -212,13 +225,14 @@ def _retrain_without(ws: Workspace, registry: Registry, cycle_id: str, inputs: I
 
 def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, snapshot: pa.Table,
               dataset_id: str, progress: Progress | None = None, *, warm_start: bool | None = None,
-              replacing: str = "") -> dict:
+              replacing: str = "", digest: str = "") -> dict:
     """Train a candidate on the seed set plus ``snapshot``, evaluate both models on the golden set, gate,
     register, release.
 
     A rejected candidate is registered too (it was trained on users' data, so lineage must know it), but no
     alias points at it. Users erased since the cycle's fence are dropped before training; one erased while
-    it trains makes the candidate unpromotable, and its receipt names the candidate.
+    it trains makes the candidate unpromotable, and its receipt names the candidate. ``digest``: the turn's
+    inputs (``novelty.inputs_digest``), recorded with the candidate so a turn on the same inputs is skipped.
     """
     champion = inputs.champion
     late = ws.store.erased_refs_after(inputs.fence) & _refs(snapshot)
@@ -226,6 +240,8 @@ def challenge(ws: Workspace, registry: Registry, cycle_id: str, inputs: Inputs, 
         snapshot = drop_users(snapshot, late)
     data, refs = inputs.seed + LabelledSet.from_arrow(snapshot), _refs(snapshot)
     candidate = _train_candidate(ws, data, dataset_id, champion, progress, warm_start, replacing)
+    if digest:
+        candidate.info["inputs_digest"] = digest
     cand = evaluate.score(ws.task, calibrated(candidate.module, candidate.temperature), candidate.model_name,
                           inputs.golden, ws.labels)
     champ = evaluate.score(ws.task, champion.module, champion.model_name, inputs.golden, ws.labels)
@@ -283,6 +299,7 @@ def _train_candidate(ws: Workspace, data: LabelledSet, dataset_id: str, champion
 def first_champion(ws: Workspace, seed: LabelledSet, golden: LabelledSet, progress: Progress | None = None) -> int:
     """Model v1 at ``init``: trained on the seed set, evaluated, registered and made champion."""
     trained = train(ws.task, seed, ws.labels, ws.config.model, progress)
+    trained.info["inputs_digest"] = inputs_digest(ws, seed, NO_VOTES)
     served = calibrated(trained.module, trained.temperature)
     metrics = evaluate.evaluate(ws.task, served, trained.model_name, golden, ws.labels)
     registry = Registry(ws)

@@ -1,7 +1,9 @@
 """Creating a workspace: import the team's seed and golden sets, train model v1, make it champion.
 
 Everything is built in a temporary sibling folder and renamed into place only
-when model v1 is champion, so a failed init leaves nothing behind.
+when model v1 is champion, so a failed init leaves nothing behind. Both sets are
+read and checked (every label in the seed set, enough of each) before anything
+is written or trained, so a bad file fails in seconds, not after training.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from datawheel.artifacts import LabelledSet, Progress, atomic_write_bytes, write_parquet
 from datawheel.config import WorkspaceConfig, parse_config
 from datawheel.errors import WorkspaceError
-from datawheel.importers import load_labelled
+from datawheel.importers import MIN_EXAMPLES, check_seed, golden_gaps, load_labelled
 from datawheel.privacy.policy import POLICY_FILE, Policy
 from datawheel.privacy.screen import Screen
 from datawheel.stages.train import warm_up
@@ -29,9 +32,13 @@ from datawheel.workspace import CONFIG_FILE, SECRETS_FILE, Secrets, Workspace
 def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed_data: Path, eval_data: Path,
                    db_url: str = "", model_name: str = "", epochs: int | None = None,
                    model_options: dict | None = None, generation_options: dict | None = None,
-                   progress: Progress | None = None) -> Workspace:
+                   progress: Progress | None = None, min_examples: int | None = None,
+                   warn: Callable[[str], None] | None = None) -> Workspace:
     """``model_options``: further ``[model]`` settings written into the new config (e.g. ``augment``);
-    ``generation_options``: the ``[generation]`` settings of a text-generation workspace (``base_model``, ...)."""
+    ``generation_options``: the ``[generation]`` settings of a text-generation workspace (``base_model``, ...);
+    ``min_examples``: seed examples each label needs (text generation: seed rows in all; default
+    ``importers.MIN_EXAMPLES``); ``warn`` is told what the import ignored and which labels the golden set cannot
+    measure."""
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise WorkspaceError(f"{root}: already exists and is not empty; choose a new folder")
@@ -39,7 +46,7 @@ def init_workspace(root: Path | str, *, task: str, labels: tuple[str, ...], seed
     secrets = Secrets.generate()
     # The team's own files pass the same screen as users' data: nothing unredacted reaches the workspace.
     screen = Screen(Policy(), secrets.pseudonym_key)
-    seed, golden = _import_sets(config, screen, Path(seed_data), Path(eval_data))
+    seed, golden = _import_sets(config, screen, Path(seed_data), Path(eval_data), min_examples or MIN_EXAMPLES, warn)
     config = _with_language(config, seed)
     staging = root.with_name(f".{root.name}.init-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -115,19 +122,23 @@ def _with_language(config: WorkspaceConfig, seed: LabelledSet) -> WorkspaceConfi
     return config.model_copy(update={"model": model.model_copy(update={"language": language})})
 
 
-def _import_sets(config: WorkspaceConfig, screen: Screen, seed_data: Path,
-                 eval_data: Path) -> tuple[LabelledSet, LabelledSet]:
-    task = get_task(config.workspace.task)
+def _import_sets(config: WorkspaceConfig, screen: Screen, seed_data: Path, eval_data: Path, min_examples: int,
+                 warn: Callable[[str], None] | None) -> tuple[LabelledSet, LabelledSet]:
+    task, labels = get_task(config.workspace.task), config.workspace.labels
     # while workers decode the seed images, this process imports what training will need
-    seed = load_labelled(seed_data, task, config.workspace.labels, clean=screen.clean_item, meanwhile=warm_up)
-    golden = load_labelled(eval_data, task, config.workspace.labels, clean=screen.clean_item)
+    seed = load_labelled(seed_data, task, labels, clean=screen.clean_item, meanwhile=warm_up, warn=warn)
+    golden = load_labelled(eval_data, task, labels, clean=screen.clean_item, warn=warn)
     # Keep the golden set honest: an item in both sets stays only in the golden set.
     golden_hashes = set(golden.hashes)
     keep = [i for i, h in enumerate(seed.hashes) if h not in golden_hashes]
     if not keep:
         raise WorkspaceError(f"{seed_data}: every seed example is also in the evaluation set")
-    return LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep],
-                       [seed.hashes[i] for i in keep]), golden
+    seed = LabelledSet([seed.inputs[i] for i in keep], [seed.labels[i] for i in keep], [seed.hashes[i] for i in keep])
+    check_seed(seed, task, labels, seed_data, min_examples)  # what trains: after the golden items left it
+    if warn is not None:
+        for message in golden_gaps(golden, task, labels, eval_data):
+            warn(message)
+    return seed, golden
 
 
 def _write_files(staging: Path, config: WorkspaceConfig, policy: Policy, secrets: Secrets, seed: LabelledSet,

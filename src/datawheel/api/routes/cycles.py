@@ -11,9 +11,11 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from datawheel.api.deps import AdminKey, RunnerDep, UserIdPath, WorkspaceDep
-from datawheel.api.responses import CycleOut, CyclesOut, CycleStarted, errors
+from datawheel.api.paging import CyclesCursor, Limit
+from datawheel.api.responses import CycleOut, CyclesOut, CycleStarted, CycleSummary, errors
 from datawheel.api.schemas import CycleIn, CyclePath
 from datawheel.errors import NotFound
+from datawheel.wheel.after_erasure import check_retrain_without
 
 router = APIRouter(prefix="/v1", tags=["cycles"])
 
@@ -30,9 +32,12 @@ def start_cycle(_: AdminKey, runner: RunnerDep, body: CycleIn | None = None) -> 
     return CycleStarted(cycle_id=runner.start("api", params), status="running")
 
 
-@router.get("/cycles", response_model=CyclesOut, responses=errors(401, 403))
-def list_cycles(_: AdminKey, ws: WorkspaceDep) -> CyclesOut:
-    return CyclesOut(cycles=[_cycle(c) for c in ws.store.list_cycles()])
+@router.get("/cycles", response_model=CyclesOut, responses=errors(401, 403, 422))
+def list_cycles(_: AdminKey, ws: WorkspaceDep, cursor: CyclesCursor, limit: Limit = 50) -> CyclesOut:
+    """Oldest first, each without its report; ``GET /v1/cycles/{cycle_id}`` gives one cycle whole."""
+    page = ws.store.cycles_page(limit, cursor)
+    return CyclesOut(cycles=[CycleSummary.model_validate({**c, "cycle_id": c["id"]}) for c in page.items],
+                     next_cursor=page.next_cursor)
 
 
 @router.get("/cycles/{cycle_id}", response_model=CycleOut, responses=errors(401, 403, 404, 422))
@@ -46,6 +51,8 @@ def get_cycle(cycle_id: CyclePath, _: AdminKey, ws: WorkspaceDep) -> CycleOut:
 @router.post("/users/{user_id}/retrain-without", response_model=CycleStarted,
              status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 403, 409, 422))
 def retrain_without(_: AdminKey, user_id: UserIdPath, ws: WorkspaceDep, runner: RunnerDep) -> CycleStarted:
-    """Train and gate a replacement for the champion from its snapshot minus this user's rows."""
+    """Train and gate a replacement for the champion from its snapshot minus this user's rows; 409 for a user
+    who was never erased (erase first)."""
+    check_retrain_without(ws, user_id)
     return CycleStarted(cycle_id=runner.start("forget", {"without_user_ref": ws.user_ref(user_id)}),
                         status="running")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from datawheel.api.deps import AdminKey, ServerDep, WorkspaceDep
+from datawheel.api.paging import Limit, ModelsCursor
 from datawheel.api.responses import AliasesOut, ModelOut, ModelsOut, errors
 from datawheel.api.schemas import VersionPath
 from datawheel.models.registry import Registry
@@ -16,16 +17,18 @@ from datawheel.models.registry import Registry
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models", response_model=ModelsOut, responses=errors(401, 403))
-def list_models(_: AdminKey, ws: WorkspaceDep) -> ModelsOut:
+@router.get("/models", response_model=ModelsOut, responses=errors(401, 403, 422))
+def list_models(_: AdminKey, ws: WorkspaceDep, cursor: ModelsCursor, limit: Limit = 50) -> ModelsOut:
+    """Oldest version first, each with the aliases naming it."""
     aliases: dict[int, list[str]] = {}
     for name, version in ws.store.aliases().items():
         aliases.setdefault(version, []).append(name)
+    page = ws.store.models_page(limit, cursor)
     return ModelsOut(models=[
         ModelOut(version=m["version"], aliases=sorted(aliases.get(m["version"], [])), model_name=m["model_name"],
                  metrics=m["metrics"], dataset=m["dataset_id"], parent=m["parent"], sha256=m["sha256"],
                  created_at=m["created_at"])
-        for m in ws.store.list_models()])
+        for m in page.items], next_cursor=page.next_cursor)
 
 
 @router.post("/models/{version}/promote", response_model=AliasesOut, responses=errors(401, 403, 404, 409, 422))

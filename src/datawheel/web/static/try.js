@@ -142,7 +142,8 @@ function setupMyData() {
       const models = r.model_versions_trained_on_user_data;
       document.getElementById("receipt").hidden = false;
       document.getElementById("receipt-text").textContent = t("my.receiptText", { id: r.receipt_id,
-        records: r.records_deleted, feedback: r.feedback_deleted, models: models.length ? models.map((v) => "v" + v).join(", ") : t("my.none") });
+        records: r.records_deleted, feedback: r.feedback_deleted, models: models.length ? models.map((v) => "v" + v).join(", ") : t("my.none") })
+        + (r.replacement_training ? " " + t("my.retraining") : "");
       document.getElementById("my-records").replaceChildren();
       document.getElementById("my-summary").textContent = "";
       document.getElementById("consent").checked = false;
