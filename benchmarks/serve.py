@@ -184,10 +184,15 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
 
 
 def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[int], duration: int,
-          env: dict | None = None) -> dict[int, dict]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+          log: Path, env: dict | None = None) -> dict[int, dict]:
+    # To a file: the server logs a line per request, and a pipe nobody reads would fill and stall it.
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     try:
-        wait_up(port, proc)
+        try:
+            wait_up(port, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{name}: {exc} (its log: {log}; keep it with --keep)") from None
         url = f"http://127.0.0.1:{port}/v1/predict"
         run_wrk(url, script, 8, 2)  # warm-up: first requests load lazily, fill caches
         results = {}
@@ -249,14 +254,14 @@ def main() -> None:
             port = free_port()
             results["baseline"] = bench("baseline", [sys.executable, __file__, "--baseline-server", str(port),
                                                      str(base / "baseline.db")], port, script, connections,
-                                        args.duration)
+                                        args.duration, base / "baseline.log")
         if args.only in (None, "datawheel"):
             for workers in (int(w) for w in args.workers.split(",")):
                 name = "datawheel" if workers == 1 else f"datawheel-w{workers}"
                 port = free_port()
                 results[name] = bench(name, [sys.executable, "-m", "datawheel.cli", "serve", str(ws_root), "--port",
                                              str(port), "--workers", str(workers)], port, script, connections,
-                                      args.duration, env=dict(os.environ))
+                                      args.duration, base / f"{name}.log", env=dict(os.environ))
         print(table(results, connections))
     finally:
         if not args.keep and args.workdir is None:

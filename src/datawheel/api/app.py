@@ -8,6 +8,7 @@ from fastapi.routing import APIRoute
 
 from datawheel.api.access_log import AccessLog
 from datawheel.api.docs import install_docs
+from datawheel.api.fast_predict import FastPredict
 from datawheel.api.handlers import install_handlers
 from datawheel.api.limits import BodyLimit
 from datawheel.api.routes import (
@@ -61,6 +62,7 @@ def create_app(ws: Workspace, settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_docs(app)
     # The web app (pages for users, operators, the community) answers its own paths, behind the body limit.
+    app.add_middleware(FastPredict, api=app, services=services)  # innermost: answers POST /v1/predict before routing
     app.add_middleware(WebFace, web=create_web(services))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog, api=app)  # outermost: a 413 from the body limit is logged too

@@ -48,7 +48,7 @@ MAX_JPEG_SCANS = 100
 INK_SHARE = 0.1  # pixels at >= 10 % of the peak count as content when cropping
 _NUMBER_TYPES = {int, float}
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
-_SPACE = re.compile(rb"\s+")
+_SPACE = b" \t\n\r\x0b\x0c"  # what a bytes regex's \s matches, deleted with bytes.translate
 _MEAN, _STD = 0.1307, 0.3081  # MNIST's, so the default models see familiar statistics
 _BACKGROUND = (0.0 - _MEAN) / _STD  # a blank pixel after featurize
 
@@ -77,7 +77,22 @@ def _to_gray(img: Image.Image) -> np.ndarray:
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     if img.mode.startswith("I"):  # 16-bit grayscale PNG: scale the full 16-bit range, not the image's own max
         return np.clip(np.asarray(img, dtype=np.float64) / 257.0, 0, 255)
-    return np.asarray(img.convert("L"), dtype=np.float64)
+    if img.mode != "L":
+        img = img.convert("L")  # (converting an L image would only copy it)
+    return np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(img.height, img.width).astype(np.float64)
+
+
+# what ndarray.sum()/.any() call, without their Python wrappers (the same reductions, so the same bits)
+_sum, _any = np.add.reduce, np.logical_or.reduce
+_POSITIONS = np.arange(BOX + 1)  # row or column indices of the resized content (at most BOX of them)
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a small 1-D array, to the bit (the mean of the middle two for an even count), without
+    its generic machinery: it cost a tenth of a request's parsing."""
+    ordered = np.sort(values)
+    mid = ordered.size // 2
+    return float(ordered[mid]) if ordered.size % 2 else (float(ordered[mid - 1]) + float(ordered[mid])) / 2
 
 
 def normalize(gray: np.ndarray) -> np.ndarray:
@@ -86,32 +101,40 @@ def normalize(gray: np.ndarray) -> np.ndarray:
     Subtracting the background level and stretching to the peak make a faint
     pencil sketch on grey paper look like a pen drawing on black, which is
     all an MNIST-trained model has ever seen.
+
+    It runs on every image a request sends, so it is written with few NumPy calls (each costs
+    microseconds on a 28x28 image), every one computing what ``np.clip``/``np.median`` did, to the bit.
     """
     gray = np.asarray(gray, dtype=np.float64)
-    background = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    background = _median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
     if background > 127:
         gray, background = 255.0 - gray, 255.0 - background  # dark ink on light paper: invert
-    gray = np.clip(gray - background, 0, 255)
+    gray = gray - background
+    np.maximum(gray, 0, out=gray)
+    np.minimum(gray, 255, out=gray)
     peak = float(gray.max())
     if peak < 8:
         return np.zeros((SIDE, SIDE), dtype=np.uint8)  # blank: nothing to fit or centre
     gray *= 255.0 / peak
     ink = gray >= INK_SHARE * 255
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    rows, cols = np.nonzero(_any(ink, axis=1))[0], np.nonzero(_any(ink, axis=0))[0]
+    crop = np.ascontiguousarray(gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32)
     h, w = crop.shape
     nh, nw = max(1, round(h * BOX / max(h, w))), max(1, round(w * BOX / max(h, w)))
     # Pillow's bilinear resize is antialiased when shrinking, so thin strokes fade instead of vanishing.
-    resized = Image.fromarray(crop.astype(np.float32)).resize((nw, nh), Image.Resampling.BILINEAR)
-    small = np.clip(np.asarray(resized, dtype=np.float64), 0, 255)
-    mass = small.sum()
-    cy = (small.sum(axis=1) * np.arange(nh)).sum() / mass if mass else nh / 2
-    cx = (small.sum(axis=0) * np.arange(nw)).sum() / mass if mass else nw / 2
-    top = int(np.clip(round(CENTRE - cy), 0, SIDE - nh))  # shift by rounding, never off the canvas
-    left = int(np.clip(round(CENTRE - cx), 0, SIDE - nw))
-    out = np.zeros((SIDE, SIDE), dtype=np.float64)
-    out[top:top + nh, left:left + nw] = small
-    return np.rint(out).astype(np.uint8)
+    resized = Image.frombuffer("F", (w, h), crop.tobytes(), "raw", "F", 0, 1).resize((nw, nh),
+                                                                                    Image.Resampling.BILINEAR)
+    small = np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(nh, nw).astype(np.float64)
+    np.maximum(small, 0, out=small)
+    np.minimum(small, 255, out=small)
+    mass = _sum(small, axis=None)
+    cy = _sum(_sum(small, axis=1) * _POSITIONS[:nh]) / mass if mass else nh / 2
+    cx = _sum(_sum(small, axis=0) * _POSITIONS[:nw]) / mass if mass else nw / 2
+    top = min(max(round(CENTRE - cy), 0), SIDE - nh)  # shift by rounding, never off the canvas
+    left = min(max(round(CENTRE - cx), 0), SIDE - nw)
+    out = np.zeros((SIDE, SIDE), dtype=np.uint8)
+    out[top:top + nh, left:left + nw] = np.rint(small)
+    return out
 
 
 def _png_text_chunks(data: bytes) -> int:
@@ -235,7 +258,8 @@ class ImageClassification(Task):
         if len(value) > MAX_ENCODED:
             raise InvalidInput(f"is over {MAX_ENCODED} characters of base64", "input.image")
         try:
-            data = base64.b64decode(_SPACE.sub(b"", _DATA_URL.sub("", value, count=1).encode("ascii")), validate=True)
+            data = base64.b64decode(_DATA_URL.sub("", value, count=1).encode("ascii").translate(None, _SPACE),
+                                    validate=True)
         except (binascii.Error, ValueError, UnicodeEncodeError):
             raise InvalidInput("is not valid base64", "input.image") from None
         return normalize(_decode_image(data, "input.image"))

@@ -6,6 +6,11 @@ millisecond), the answer comes from a forward pass shared with requests that
 arrived meanwhile (:meth:`ModelServer.predict_batched`), and the record from a
 transaction shared with concurrent writes (group commit). The answer is sent
 only once the transaction holding the record is durable, as before.
+
+Under load the request usually never reaches this route: ``api/fast_predict.py``
+answers a well-formed, authorized request before FastAPI's routing, through the
+same :func:`serve_prediction`. The route stays the documented contract and
+answers everything else (every refusal), so both give the same answers.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from datawheel.api.deps import AppKey, IngestDep, ServerDep, TelemetryDep, WorkspaceDep
+from datawheel.api.deps import AppKey, IngestDep, ServerDep, TelemetryDep
+from datawheel.api.ingest import Ingest
 from datawheel.api.responses import PredictOut, errors
 from datawheel.api.schemas import PredictIn
+from datawheel.api.telemetry import Telemetry
 from datawheel.models.serving import ModelServer
 from datawheel.workspace import Workspace
 
@@ -38,10 +45,11 @@ def _shadow(server: ModelServer, ws: Workspace, item: Any, record_id: str) -> No
         log.warning("shadow prediction failed: %s", type(exc).__name__)
 
 
-@router.post("/predict", response_model=PredictOut, responses=errors(401, 403, 413, 422))
-async def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDep, ingest: IngestDep,
-                  telemetry: TelemetryDep) -> PredictOut:
-    """The champion's (or, for a canary user, the canary's) answer; the interaction is stored before it is sent."""
+async def serve_prediction(body: PredictIn, server: ModelServer, ingest: Ingest, telemetry: Telemetry) -> PredictOut:
+    """Screen, answer, store (durably), then hand back the answer: the route's work, shared with the fast path.
+
+    The answer is built without validation (``model_construct``): every value in it is the server's own.
+    """
     started = time.perf_counter()
     incoming = ingest.accept(body.user_id, body.input, body.metadata, body.consent.scopes() if body.consent else None)
     version, label, scores = await server.predict_batched(incoming.item, body.user_id)
@@ -49,7 +57,14 @@ async def predict(body: PredictIn, _: AppKey, ws: WorkspaceDep, server: ServerDe
                                              model_name="datawheel", model_version=str(version))
     await asyncio.wrap_future(stored)  # durable (or refused by the consent check) before anything is answered
     if server.has_shadow:
-        await run_in_threadpool(_shadow, server, ws, incoming.item, record_id)  # a store write: off the loop
+        await run_in_threadpool(_shadow, server, ingest.ws, incoming.item, record_id)  # a store write: off the loop
     telemetry.predictions.inc()
     telemetry.predict_seconds.observe(time.perf_counter() - started)
-    return PredictOut(interaction_id=record_id, label=label, scores=scores, model_version=version)
+    return PredictOut.model_construct(interaction_id=record_id, label=label, scores=scores, model_version=version)
+
+
+@router.post("/predict", response_model=PredictOut, responses=errors(401, 403, 413, 422))
+async def predict(body: PredictIn, _: AppKey, server: ServerDep, ingest: IngestDep,
+                  telemetry: TelemetryDep) -> PredictOut:
+    """The champion's (or, for a canary user, the canary's) answer; the interaction is stored before it is sent."""
+    return await serve_prediction(body, server, ingest, telemetry)
