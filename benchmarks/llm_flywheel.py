@@ -1,7 +1,7 @@
 """The text-generation wheel end to end on the real default base model (SmolLM2-135M-Instruct, on the CPU).
 
     python benchmarks/llm_flywheel.py [--per-cycle 300] [--cycles 3] [--golden 100] [--seed-size 12]
-                                      [--workdir DIR] [--base-model PATH]
+                                      [--workdir DIR] [--base-model PATH] [--proxy [--upstream-accuracy 0.9]]
 
 The task: normalize a date to ISO 8601 (``2021-03-04``), asked in English or Chinese in several
 phrasings; the metric is normalized exact match. A population uses the product over HTTP (``datawheel
@@ -12,6 +12,12 @@ cycle runs (curate -> LoRA SFT (+ DPO) -> gate -> release). An oracle is fine-tu
 true targets of the same prompts, for the "within 5 points" comparison. Prints a Markdown table: golden exact
 match of the base zero-shot, each cycle's champion and the oracle; the adversarial answer's share of the
 champion's golden outputs; training seconds per cycle; generation tokens/s and request latency p50/p99.
+
+``--proxy`` runs the same in proxy mode: an upstream stand-in (an OpenAI-compatible server on 127.0.0.1 that
+reads the date off the prompt and answers it right ``--upstream-accuracy`` of the time, a fixed wrong date
+otherwise, as a bigger hosted model would) answers users until a local model is within ``auto_margin`` of
+it on the golden set; its answers that users accepted and their corrections train the local model. The
+table then has the upstream's golden score and, per cycle, which of the two serves.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -77,16 +84,64 @@ def start_server(ws_root: Path) -> tuple[str, object]:
     from datawheel.settings import Settings
     from datawheel.workspace import Workspace
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = _free_port()
     app = create_app(Workspace.open(ws_root), Settings(app_key=KEY, admin_key=ADMIN_KEY))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.1)
     return f"http://127.0.0.1:{port}", server
+
+
+def read_date(prompt: str) -> str | None:
+    """The date a prompt asks about, read as any model that understands it would (None: no date in it)."""
+    zh = re.search(r"(\d{4})年(\d{1,2})月(\d{1,2})日", prompt)
+    if zh:
+        return f"{int(zh[1]):04d}-{int(zh[2]):02d}-{int(zh[3]):02d}"
+    names = "|".join(MONTHS)
+    en = (re.search(rf"({names}) (\d{{1,2}}),? (\d{{4}})", prompt)
+          or re.search(rf"(\d{{1,2}}) ({names}) (\d{{4}})", prompt))
+    if not en:
+        return None
+    month, day = (en[1], en[2]) if en[1] in MONTHS else (en[2], en[1])
+    return f"{int(en[3]):04d}-{MONTHS.index(month) + 1:02d}-{int(day):02d}"
+
+
+def start_upstream(accuracy: float) -> tuple[str, object, dict]:
+    """An OpenAI-compatible stand-in for a hosted model: right ``accuracy`` of the time, per prompt (stable)."""
+    import hashlib
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    app, calls = FastAPI(), {"n": 0}
+
+    @app.post("/v1/chat/completions")
+    def complete(body: dict) -> dict:
+        calls["n"] += 1
+        prompt = body["messages"][-1]["content"]
+        truth = read_date(prompt)
+        right = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 1000 < accuracy * 1000
+        answer = truth if truth and right else "2000-01-01"
+        return {"id": f"up-{calls['n']}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                "choices": [{"index": i, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": "stop"} for i in range(body.get("n", 1))],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}}
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}/v1", server, calls
+
+
+def _free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return int(port)
 
 
 def population(rng: random.Random) -> list[tuple[str, str]]:
@@ -190,6 +245,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--base-model", default="")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--proxy", action="store_true", help="proxy mode: an upstream stand-in answers first")
+    parser.add_argument("--upstream-accuracy", type=float, default=0.9)
     args = parser.parse_args()
 
     from datawheel.wheel.init import init_workspace
@@ -198,15 +255,27 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="llm-flywheel-"))
     shutil.rmtree(work / "ws", ignore_errors=True)
     pool, seed, golden = write_sets(work / "data", args.seed_size, args.golden, args.pool, rng)
+    options: dict = {"base_model": args.base_model or None, "max_new_tokens": 16, "epochs": args.epochs,
+                     "preference_min_rows": 64}
+    upstream = None
+    if args.proxy:
+        url, upstream, calls = start_upstream(args.upstream_accuracy)
+        options["upstream"] = {"url": url, "model": "stand-in"}
     t0 = time.perf_counter()
     ws = init_workspace(work / "ws", task="text-generation", labels=(), seed_data=seed, eval_data=golden,
-                        generation_options={"base_model": args.base_model or None, "max_new_tokens": 16,
-                                            "epochs": args.epochs, "preference_min_rows": 64})
+                        generation_options=options)
     init_seconds = time.perf_counter() - t0
     models = ws.store.list_models()
     rows = [("base zero-shot (v1)", models[0]["metrics"]["score"], "-", "-"),
             (f"seed fine-tune (v2), init {init_seconds:.0f} s", models[1]["metrics"]["score"],
              "-", f"{models[1]['train_info']['seconds']:.0f}")]
+    upstream_versions = {m["version"] for m in models if m["model_name"] == "upstream"}
+    if upstream_versions:
+        v_up = min(upstream_versions)
+        rows.append((f"upstream stand-in (v{v_up}, answers right {args.upstream_accuracy:.0%} of prompts)",
+                     ws.store.get_model(v_up)["metrics"]["score"], "-", "-"))
+        serving = ws.store.aliases()["champion"]
+        rows.append((f"serving after init: v{serving}", ws.store.get_model(serving)["metrics"]["score"], "-", "-"))
     ws.store.close()
     base, server = start_server(work / "ws")
     users = population(rng)
@@ -222,12 +291,19 @@ def main() -> None:
         cycle = run_cycle(base)
         report = cycle["report"] or {}
         champion = report.get("champion_version")
-        score, adv = golden_outputs(work / "ws", champion) if champion else (float("nan"), float("nan"))
+        if champion in upstream_versions:  # the upstream still serves: the local candidate's score is the news
+            score, adv = (report.get("candidate_metrics") or {}).get("score", float("nan")), float("nan")
+            champion = f"{champion} (upstream; local candidate v{report.get('candidate_version')} scored)"
+        else:
+            score, adv = golden_outputs(work / "ws", champion) if champion else (float("nan"), float("nan"))
         rows.append((f"cycle {c + 1} champion v{champion} ({report.get('decision')}, "
                      f"{report.get('snapshot', {}).get('sft', 0)} SFT / {report.get('snapshot', {}).get('dpo', 0)} "
                      f"DPO rows, {report.get('users_excluded', 0)} users excluded)", score, f"{adv:.1%}",
                      f"{report.get('training_seconds', 0):.0f} (cycle {report.get('seconds', 0):.0f})"))
     server.should_exit = True  # type: ignore[attr-defined]
+    if upstream is not None:
+        upstream.should_exit = True  # type: ignore[attr-defined]
+        print(f"upstream stand-in answered {calls['n']} requests")
     o_score, o_seconds = oracle(work / "ws", seed, seen)
     rows.append(("oracle: same recipe on the true targets of the same prompts", o_score, "-", f"{o_seconds:.0f}"))
     lat = sorted(stats["latency"])
