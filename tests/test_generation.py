@@ -582,3 +582,19 @@ def test_lora_trains_in_either_precision_and_says_which(tmp_path: Path, tiny_bas
     losses = [h["loss"] for h in trained.info["history"]]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_a_client_leaving_a_proxied_stream_gives_the_upstream_connection_back() -> None:
+    """The stream is closed after its first event (the client went away): the upstream's response is closed too."""
+    import httpx
+
+    from datawheel.api.routes.chat import _stream
+    from datawheel.tasks.upstream import UpstreamStream
+
+    upstream = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=httpx.ByteStream(b'data: {"choices": [{"delta": {"content": "red"}}]}\n\n'))
+    events = _stream(None, None, UpstreamStream(upstream), None, None, 5, 1, 0)  # type: ignore[arg-type]
+    assert next(events).startswith("data: ")
+    assert not upstream.is_closed
+    events.close()
+    assert upstream.is_closed

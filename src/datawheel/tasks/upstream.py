@@ -97,6 +97,10 @@ class UpstreamStream:
         self.tokens = 0
         self.finish_reason = "stop"
 
+    def close(self) -> None:
+        """Give the connection back when the answer is not read to its end (the client went away first)."""
+        self._response.close()
+
     def __iter__(self) -> Iterator[str]:
         try:
             if not self._response.headers.get("content-type", "").startswith("text/event-stream"):

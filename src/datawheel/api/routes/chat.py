@@ -106,9 +106,9 @@ def _stream(ingest: Ingest, incoming: Incoming, pieces: Iterable[str], gen: Gene
             limit: int, version: int, prompt_tokens: int) -> Iterator[str]:
     """Relay the pieces as they come (the local model's or the upstream's), then store the whole answer."""
     record_id, created, model = new_id(), int(time.time()), f"datawheel-v{version}"
-    yield _sse(chunk(record_id, created, model, {"role": "assistant", "content": ""}))
     parts: list[str] = []
     try:
+        yield _sse(chunk(record_id, created, model, {"role": "assistant", "content": ""}))
         for piece in pieces:
             if piece:
                 parts.append(piece)
@@ -116,6 +116,9 @@ def _stream(ingest: Ingest, incoming: Incoming, pieces: Iterable[str], gen: Gene
     except DatawheelError as exc:  # the upstream broke off: nothing is stored, the client is told
         yield _sse({"error": {"code": exc.code, "message": str(exc)}})
         return
+    finally:
+        if isinstance(pieces, UpstreamStream):  # closed at once, even when the client left before reading it
+            pieces.close()
     text, stopped = _cut("".join(parts).strip(), body.stop)
     if isinstance(pieces, UpstreamStream):
         tokens, finish = pieces.tokens, "stop" if stopped else pieces.finish_reason
