@@ -104,6 +104,47 @@ def test_augmentation_moves_ink_but_keeps_the_background_and_is_seeded(splits: D
     assert out.info["augment"] is True
 
 
+def test_bfloat16_changes_the_products_not_the_stored_weights_nor_the_accuracy(splits: DigitSplits):
+    """The MLP trained with bfloat16 matrix products keeps float32 weights, learns as well on held-out digits as
+    in float32 (not the same weights: the products really ran in bfloat16), and says which ran."""
+    data, held = as_set(splits.pool[:600]), as_set(splits.pool[600:1200])
+    runs = {p: train(TASK, data, LABELS, ModelSection(epochs=6, train_precision=p)) for p in ("float32", "bfloat16")}
+    assert {p: r.info["precision"] for p, r in runs.items()} == {"float32": "float32", "bfloat16": "bfloat16"}
+    weights = {p: r.module.state_dict() for p, r in runs.items()}
+    assert all(w.dtype == torch.float32 for w in weights["bfloat16"].values())
+    assert not torch.equal(weights["bfloat16"]["1.weight"], weights["float32"]["1.weight"])
+    accuracy = {p: evaluate(TASK, calibrated(r.module, r.temperature), "mlp", held, LABELS)["accuracy"]
+                for p, r in runs.items()}
+    assert accuracy["bfloat16"] > 0.85 and abs(accuracy["bfloat16"] - accuracy["float32"]) < 0.03
+
+
+def test_auto_precision_follows_the_cpu_and_unmeasured_models_stay_float32(splits: DigitSplits):
+    from datawheel.tasks.language_model import native_bf16
+    from datawheel.tasks.text import TextClassification
+
+    data = as_set(splits.pool[:200])
+    auto = train(TASK, data, LABELS, ModelSection(epochs=1))
+    assert auto.info["precision"] == ("bfloat16" if native_bf16() else "float32")
+    texts = LabelledSet([t.encode() for t in ("good film", "bad film", "great plot", "awful plot")],
+                        ["pos", "neg", "pos", "neg"], ["a", "b", "c", "d"])
+    text = train(TextClassification(), texts, ("neg", "pos"), ModelSection(name="tfidf", epochs=1,
+                                                                          train_precision="bfloat16"))
+    assert text.info["precision"] == "float32"
+
+
+def test_the_card_names_bfloat16_training():
+    from datawheel.models.card import render
+
+    metrics = {"accuracy": 0.9, "n": 10, "per_class_recall": {"a": 0.9, "b": 0.9}, "macro_f1": 0.9}
+
+    def card(precision: str) -> str:
+        return render(version=1, task="image-classification", labels=("a", "b"), metrics=metrics, dataset_id=None,
+                      seed_items=10, parent=None, decision=None,
+                      train_info={"model_name": "mlp", "validation_examples": 0, "precision": precision})
+
+    assert "bfloat16" in card("bfloat16") and "bfloat16" not in card("float32")
+
+
 class Interrupt(Exception):
     pass
 

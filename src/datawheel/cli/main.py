@@ -129,6 +129,17 @@ def init(
              else f"golden accuracy {metrics['accuracy']:.1%}")
     console.print(f"workspace ready at {ws.root}; model v{champion} is champion, {score}")
     console.print(f"API keys are in {ws.root / 'secrets.json'} (mode 0600)")
+    _skip_last_collection()
+
+
+def _skip_last_collection() -> None:
+    """The interpreter's last collection would walk every object torch's compiler stack made (0.5-1 s of waiting
+    on a finished init); frozen at exit, they are left to the operating system."""
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)  # once, however often a test process runs this command
+    atexit.register(gc.freeze)
 
 
 #: where `serve --workers N` tells each worker process what to serve (uvicorn starts workers from an import string)

@@ -83,8 +83,10 @@ def _architecture(info: dict) -> str:
     if info.get("estimator"):  # a scikit-learn pipeline: fitted in one call, no optimizer or epochs of ours
         return (f"- architecture: `sklearn`, the estimator `{info['estimator']}` fitted by scikit-learn "
                 f"(stored with skops, not pickle), seed {info.get('seed')}")
+    # bfloat16 is named: the weights then differ (within run-to-run noise) from a float32 run on another CPU
+    precision = "; bfloat16 matrix products while training" if info.get("precision") == "bfloat16" else ""
     return (f"- architecture: `{info.get('model_name')}`; optimizer {info.get('optimizer')}, "
-            f"{info.get('schedule')} schedule, {info.get('epochs')} epochs, seed {info.get('seed')}")
+            f"{info.get('schedule')} schedule, {info.get('epochs')} epochs, seed {info.get('seed')}{precision}")
 
 
 def _validation(info: dict) -> str:

@@ -1,11 +1,13 @@
 """Training: a candidate model on seed + snapshot, reproducible given the config's seed.
 
 AdamW with a one-cycle learning-rate schedule: far fewer epochs than the seed
-document's plain SGD recipe for the same accuracy on CPU. A validation split is
+document's plain SGD recipe for the same accuracy on CPU; the models a task names in
+``bf16_models`` multiply in bfloat16 where the CPU does so natively (``train_precision``),
+twice as fast per epoch, keeping float32 weights. A validation split is
 carved from the training data (never the golden set, which only the gate may
 see): it stops training once validation accuracy stops improving, keeps the best
 epoch's weights, and fits the temperature that calibrates the model's probabilities.
-The same seed, data and thread count give the same weights, and a run killed
+The same seed, data, thread count and precision give the same weights, and a run killed
 mid-way resumes from its last epoch's checkpoint to those same weights.
 """
 
@@ -27,6 +29,7 @@ from datawheel.artifacts import LabelledSet, Progress, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
 from datawheel.tasks.base import Task, predict_logits
+from datawheel.tasks.language_model import train_in_bf16
 from datawheel.tasks.sklearn_model import SklearnModel
 
 #: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ..., "val_accuracy": ...})
@@ -167,8 +170,9 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     key = _run_key(data, labels, cfg, model_name, init_state)
     run = _resume(checkpoint, key, model, opt, sched, gen)
     resumed_from = run.ran
+    bf16 = model_name in task.bf16_models and train_in_bf16(cfg.train_precision)
     while run.epoch < cfg.epochs:
-        _one_epoch(task, model, split, cfg, opt, sched, gen, run)
+        _one_epoch(task, model, split, cfg, opt, sched, gen, run, bf16)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, key, model, opt, sched, gen, run)
         if after_epoch is not None:
@@ -186,7 +190,8 @@ def train(task: Task, data: LabelledSet, labels: tuple[str, ...], cfg: ModelSect
     info = {"model_name": model_name, "examples": len(data), "train_examples": len(split.y),
             "validation_examples": len(split.y_val), "epochs": cfg.epochs, "epochs_run": run.ran,
             "best_epoch": run.best_epoch or None, "seed": cfg.seed, "optimizer": "AdamW", "schedule": "one-cycle",
-            "augment": cfg.augment, "temperature": temperature, "warm_start": init_state is not None,
+            "augment": cfg.augment, "precision": "bfloat16" if bf16 else "float32",
+            "temperature": temperature, "warm_start": init_state is not None,
             "resumed_from_epoch": resumed_from, **{f"final_{k}": round(v, 6) for k, v in run.last.items()}}
     return TrainedModel(model_name, model, info, temperature)
 
@@ -275,10 +280,10 @@ def _light(opt: torch.optim.Optimizer) -> bool:
 
 
 def _one_epoch(task: Task, model: nn.Module, split: _Split, cfg: ModelSection, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, run: _Run) -> None:
+               sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, run: _Run, bf16: bool) -> None:
     """Train one epoch, score the validation split, keep the best weights, decide whether to stop."""
     loss_fn = nn.CrossEntropyLoss()
-    last = _train_epoch(task, model, split.x, split.y, cfg, opt, sched, gen, loss_fn)
+    last = _train_epoch(task, model, split.x, split.y, cfg, opt, sched, gen, loss_fn, bf16)
     has_val = len(split.y_val) > 0
     if has_val:
         val_logits = predict_logits(model, split.x_val)
@@ -298,15 +303,20 @@ def _one_epoch(task: Task, model: nn.Module, split: _Split, cfg: ModelSection, o
 
 def _train_epoch(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ModelSection,
                  opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
-                 loss_fn: nn.Module) -> dict:
-    """One pass over the training items in a seeded order; returns the epoch's mean loss and accuracy."""
+                 loss_fn: nn.Module, bf16: bool) -> dict:
+    """One pass over the training items in a seeded order; returns the epoch's mean loss and accuracy.
+
+    ``bf16``: the forward pass (and so the backward's matrix products) runs under bfloat16 autocast; the weights,
+    their updates and the loss stay float32.
+    """
     model.train()
     order = torch.randperm(len(y), generator=gen)
     total, correct, loss_sum = 0, 0, 0.0
     for start in range(0, len(y), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         xb = task.augment(x[idx], gen) if cfg.augment else x[idx]
-        logits = model(xb)  # [B, n_classes]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb).float()  # [B, n_classes]
         loss = loss_fn(logits, y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

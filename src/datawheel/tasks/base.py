@@ -67,6 +67,8 @@ class Task(ABC):
     name: str
     #: model names accepted by :meth:`build_model`; the first is the default
     models: tuple[str, ...]
+    #: models whose training may multiply in bfloat16 (``model.train_precision``): those measured to lose nothing
+    bf16_models: tuple[str, ...] = ()
 
     @abstractmethod
     def parse(self, payload: Mapping[str, Any]) -> Any:

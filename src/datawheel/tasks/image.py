@@ -246,6 +246,9 @@ class ImageClassification(Task):
 
     name = "image-classification"
     models = ("mlp", "cnn", "sklearn")
+    #: measured on 8,000 MNIST digits against float32: the MLP's golden accuracy the same over six seeds at half
+    #: the time per epoch, the CNN's the same over two seeds at two thirds
+    bf16_models = ("mlp", "cnn")
 
     def parse(self, payload: Mapping[str, Any]) -> np.ndarray:
         if not isinstance(payload, Mapping) or set(payload) not in ({"image"}, {"pixels"}):
