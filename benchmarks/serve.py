@@ -9,8 +9,10 @@ with one commit per request, answer. ``datawheel serve`` runs on a workspace bui
 scikit-learn's digits (as ``datawheel demo`` does). Both get the same payloads: MNIST-size (28x28) PNG
 digits, one user id per payload. Each is driven by ``wrk`` (a Lua script supplies the POST bodies) at each
 connection count for ``--duration`` seconds, after a short warm-up; datawheel once per ``--workers`` count
-(``serve --workers N``). Prints a Markdown table: req/s, p50, p99 and errors (socket errors plus non-2xx
-answers) for each, and each datawheel run's share of the baseline at 32 connections. Needs ``wrk``
+(``serve --workers N``). Prints a Markdown table: req/s, p50, p99, errors (socket errors plus non-2xx
+answers) and the server's CPU time per request (all its processes, user + system; Linux only) for each, and
+each datawheel run's share of the baseline at 32 connections. CPU per request is the steadier number on a
+shared machine: req/s moves with whatever else runs, the work a request costs does not. Needs ``wrk``
 (Debian/Ubuntu: ``apt-get install -y wrk``, which ``make install`` runs as root; macOS: ``brew install wrk``).
 Load goes to 127.0.0.1 only.
 """
@@ -166,11 +168,36 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process and every process under it (``serve --workers N``
+    runs N workers under a supervisor); None where there is no /proc."""
+    try:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # exited meanwhile
+                    continue
+    except OSError:
+        return None
+    if pid not in stats:
+        return None
+    family, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        family.add(parent)
+        todo += [p for p, fields in stats.items() if int(fields[1]) == parent and p not in family]
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in family)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
     threads = min(2, connections)
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
                           "--latency", "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -180,7 +207,7 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "requests": requests}
 
 
 def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[int], duration: int,
@@ -197,10 +224,13 @@ def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[
         run_wrk(url, script, 8, 2)  # warm-up: first requests load lazily, fill caches
         results = {}
         for c in connections:
-            results[c] = run_wrk(url, script, c, duration)
-            r = results[c]
+            before = tree_cpu(proc.pid)
+            results[c] = r = run_wrk(url, script, c, duration)
+            after = tree_cpu(proc.pid)
+            r["cpu_ms"] = None if before is None or after is None else 1e3 * (after - before) / max(r["requests"], 1)
+            cpu = "-" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f}"
             print(f"  {name:12} c={c:<4} {r['rps']:8.1f} req/s  p50 {r['p50']:8.1f} ms  p99 {r['p99']:8.1f} ms  "
-                  f"errors {r['errors']}", file=sys.stderr)
+                  f"errors {r['errors']}  cpu {cpu} ms/req", file=sys.stderr)
         return results
     finally:
         proc.terminate()
@@ -212,11 +242,13 @@ def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[
 
 
 def table(results: dict[str, dict[int, dict]], connections: list[int]) -> str:
-    rows = ["| server | connections | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    rows = ["| server | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req |",
+            "|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         for c in connections:
             r = runs[c]
-            rows.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+            cpu = "-" if r.get("cpu_ms") is None else f"{r['cpu_ms']:.2f}"
+            rows.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {cpu} |")
     out = "\n".join(rows)
     if "baseline" in results and 32 in connections:
         base = max(results["baseline"][32]["rps"], 1e-9)

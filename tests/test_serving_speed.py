@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from conftest import APP, make_client
 from datawheel.errors import ConsentRequired, NotFound
+from datawheel.store import group_commit
 from datawheel.store import tables as t
 from datawheel.store.group_commit import GroupCommitter
 
@@ -85,37 +87,42 @@ def test_a_failing_write_fails_alone_in_its_batch(ws):
 
 
 def test_a_failed_commit_fails_every_write_in_the_batch(ws, monkeypatch):
-    """If the shared transaction cannot commit, no caller is told its write was stored, and none is."""
-    from datawheel.store import group_commit
+    """If the shared transaction cannot commit, no caller is told its write was stored, and none is; the writer
+    then takes a fresh connection and the next write is stored."""
+    dialect = ws.store.engine.dialect
+    commit = dialect.do_commit
 
-    @contextmanager
-    def failing_write(engine):
-        with engine.connect() as conn:
-            conn.execution_options(write=True)
-            tx = conn.begin()
-            yield conn
-            tx.rollback()
-            raise OSError("disk I/O error at commit")
+    def failing_commit(dbapi_conn):
+        raise OSError("disk I/O error at commit")
 
-    monkeypatch.setattr(group_commit, "write", failing_write)
+    monkeypatch.setattr(dialect, "do_commit", failing_commit)
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(_record, ws, f"lost-{i}") for i in range(16)]
     for f in futures:
         with pytest.raises(OSError):
             f.result()
+    monkeypatch.setattr(dialect, "do_commit", commit)
+    kept = _record(ws, "after-the-failure")
     with ws.store.engine.connect() as conn:
         users = set(conn.execute(select(t.users.c.user_id)).scalars())
+        records = set(conn.execute(select(t.records.c.id)).scalars())
     assert not any(u.startswith("lost-") for u in users)
+    assert "after-the-failure" in users and kept in records
 
 
 def test_a_lone_write_is_served_and_the_writer_stops_when_idle(ws):
-    committer = GroupCommitter(ws.store.engine, idle_exit=0.05)
+    """The writer keeps one connection from batch to batch while it runs, and lets it go when it stops."""
+    pool = ws.store.engine.pool
+    committer = GroupCommitter(ws.store.engine, idle_exit=0.2)
     assert committer.run(lambda batch: batch.read(text("SELECT 7")).scalar_one()) == 7
+    assert committer.run(lambda batch: 8) == 8
+    assert pool.checkedout() == 1  # the same connection served both batches
     thread = committer.worker.thread
     assert thread is not None
     thread.join(5)
     assert not thread.is_alive() and committer.worker.thread is None
-    assert committer.run(lambda batch: 8) == 8  # a later write starts a new writer
+    assert pool.checkedout() == 0
+    assert committer.run(lambda batch: 9) == 9  # a later write starts a new writer
 
 
 @pytest.mark.parametrize("n", [64])
@@ -265,3 +272,161 @@ def test_a_bad_item_fails_alone_in_its_batch(ws):
     first, bad, last = asyncio.run(burst())
     assert first == last == server.predict(good, "a")
     assert isinstance(bad, Exception)
+
+
+def _needs_training(granted: dict) -> None:
+    if not granted["training"]:
+        _refuse(granted)
+
+
+def _hold(committer: GroupCommitter) -> threading.Event:
+    """Hold the writer in a batch of its own until the event is set, so the writes queued meanwhile form one batch."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(batch) -> None:
+        holding.set()
+        gate.wait(5)
+
+    committer.submit(hold)
+    assert holding.wait(5), "the writer never took the holding write"
+    return gate
+
+
+def test_a_consent_withdrawn_after_a_write_was_queued_holds_for_it(ws, monkeypatch):
+    """Consent is read in the write's own transaction: a withdrawal committed after the write was queued (and after
+    the same user's earlier batch read it) but before the write's batch began refuses the write."""
+    for user in ("cw-a", "cw-b", "cw-c"):
+        ws.store.set_consent(user, {"training": True})
+        _record(ws, user, require=_needs_training)  # an earlier batch read their consent
+    before_turn: list = []
+    real_turn = group_commit.writer_turn
+
+    @contextmanager
+    def turn(engine):
+        while before_turn:
+            before_turn.pop()()
+        with real_turn(engine):
+            yield
+
+    monkeypatch.setattr(group_commit, "writer_turn", turn)
+    committer = ws.store._group_commit()
+    gate = _hold(committer)
+    with ThreadPoolExecutor(3) as pool:
+        futures = {user: pool.submit(_record, ws, user, require=_needs_training) for user in ("cw-a", "cw-b", "cw-c")}
+        _wait_queued(committer, 3)
+        before_turn.append(lambda: ws.store.set_consent("cw-b", {"training": False}))  # runs before the next turn
+        gate.set()
+        stored = futures["cw-a"].result(5), futures["cw-c"].result(5)
+        with pytest.raises(ConsentRequired):
+            futures["cw-b"].result(5)
+    with ws.store.engine.connect() as conn:
+        ids = {r.user_id: r.n for r in conn.execute(select(t.records.c.user_id, func.count().label("n"))
+                                                     .group_by(t.records.c.user_id))}
+        kept = set(conn.execute(select(t.records.c.id).where(t.records.c.id.in_(stored))).scalars())
+    assert ids["cw-a"] == ids["cw-c"] == 2 and ids["cw-b"] == 1 and kept == set(stored)
+
+
+def test_a_batch_reads_all_its_users_consent_in_one_query(ws):
+    """Five users' writes in one batch: one read of their consent, and each write gets its own user's (a new user,
+    a known one, a consenting one, a refusing one, and one granting consent in the write itself)."""
+    ws.store.set_consent("rq-yes", {"training": True})
+    ws.store.set_consent("rq-no", {"training": False})
+    _record(ws, "rq-known")
+    committer = ws.store._group_commit()
+    reads: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement:
+            reads.append(statement)
+
+    gate = _hold(committer)
+    writes = {"rq-new": {}, "rq-yes": {"require": _needs_training}, "rq-no": {"require": _needs_training},
+              "rq-known": {}, "rq-grant": {"consent": {"training": True}, "require": _needs_training}}
+    with ThreadPoolExecutor(len(writes)) as pool:
+        futures = {}
+        for user, kw in writes.items():
+            futures[user] = pool.submit(lambda user=user, kw=kw: ws.store.add_record(
+                user_id=user, kind="interaction", input=b"x", content_hash=f"h-{user}", predicted_label="1",
+                **{"consent": None, **kw}))
+        _wait_queued(committer, len(writes))
+        event.listen(ws.store.engine, "before_cursor_execute", note)
+        try:
+            gate.set()
+            outcomes = {}
+            for user, future in futures.items():
+                try:
+                    outcomes[user] = future.result(5)
+                except ConsentRequired:
+                    outcomes[user] = "refused"
+        finally:
+            event.remove(ws.store.engine, "before_cursor_execute", note)
+    assert len(reads) == 2  # one for the batch's five users, one by the write that changes rq-grant's consent
+    assert sum(" IN (" in r for r in reads) == 1
+    assert outcomes["rq-no"] == "refused" and all(outcomes[u] != "refused" for u in writes if u != "rq-no")
+    with ws.store.engine.connect() as conn:
+        users = {r.user_id: r.consent_training for r in conn.execute(select(t.users))}
+    assert users["rq-new"] is False and users["rq-grant"] is True and "rq-no" in users
+
+
+def test_coroutines_get_their_outcomes_on_their_loop_and_a_cancelled_write_is_not_made(ws):
+    committer = GroupCommitter(ws.store.engine)
+
+    def add(user: str):
+        def write(batch):
+            batch.defer(t.users, _user_row(user))
+            return user
+        return write
+
+    def refused(batch):
+        batch.defer(t.users, _user_row("co-refused"))
+        _refuse({})
+
+    async def main() -> list:
+        gate = _hold(committer)
+        ok = [committer.submit_async(add(f"co-{n}")) for n in range(5)]
+        bad = committer.submit_async(refused)
+        dropped = committer.submit_async(add("co-dropped"))
+        dropped.cancel()
+        gate.set()
+        with pytest.raises(ConsentRequired):
+            await bad
+        return await asyncio.gather(*ok)
+
+    assert asyncio.run(main()) == [f"co-{n}" for n in range(5)]
+    with ws.store.engine.connect() as conn:
+        users = set(conn.execute(select(t.users.c.user_id)).scalars())
+    assert {f"co-{n}" for n in range(5)} <= users
+    assert "co-refused" not in users and "co-dropped" not in users
+
+
+class _Stop(BaseException):
+    """What kills a worker thread outright (as SystemExit would)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_that_dies_lets_go_of_what_it_kept_and_the_next_job_gets_a_new_one():
+    from datawheel.batching import BatchWorker
+
+    exits: list[str] = []
+
+    def handle(batch):
+        for payload, future in batch:
+            if payload == "die":
+                raise _Stop()
+            future.set_result(payload * 2)
+
+    worker = BatchWorker(handle, name="test-worker", max_batch=4, idle_exit=0.1,
+                         on_exit=lambda: exits.append(threading.current_thread().name))
+    doomed = worker.submit("die")
+    with pytest.raises(RuntimeError, match="batch worker stopped"):
+        doomed.result(5)
+    for _ in range(500):  # the dying thread lets go (on_exit) before it is gone
+        if exits:
+            break
+        threading.Event().wait(0.01)
+    assert exits == ["test-worker"]
+    assert worker.submit("ok").result(5) == "okok"  # served by a new thread
+    thread = worker.thread
+    assert thread is not None
+    thread.join(5)
+    assert exits == ["test-worker", "test-worker"] and worker.thread is None  # the idle exit lets go too

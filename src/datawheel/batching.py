@@ -7,7 +7,9 @@ default) a batch is whatever queued while the previous one ran, which is
 exactly when waiting was free; a positive ``max_wait`` lets a small batch wait
 that long for more. The thread starts on first use and exits after
 ``idle_exit`` idle seconds, so an idle owner holds no thread; a thread that
-dies is replaced by the next job (or one already queued).
+dies is replaced by the next job (or one already queued). ``on_exit`` runs on
+the thread as it stops, so what it kept between batches (a database
+connection) is let go with it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ Job = tuple[P, Future]
 
 class BatchWorker(Generic[P]):
     def __init__(self, handle: Callable[[list[tuple[P, Future]]], None], *, name: str, max_batch: int,
-                 idle_exit: float = 5.0, max_wait: float = 0.0) -> None:
+                 idle_exit: float = 5.0, max_wait: float = 0.0, on_exit: Callable[[], None] | None = None) -> None:
         self.handle = handle
+        self.on_exit = on_exit
         self.name = name
         self.max_batch = max_batch
         self.idle_exit = idle_exit
@@ -59,10 +62,19 @@ class BatchWorker(Generic[P]):
             self._serve()
         except BaseException:
             with self._lock:  # died abnormally: let the next job (or one already queued) start a worker
-                self._thread = None
-                if not self._queue.empty():
+                if self._thread is threading.current_thread():
+                    self._stop()
+                if self._thread is None and not self._queue.empty():
                     self._start()
             raise
+
+    def _stop(self) -> None:
+        """Let go of the thread, under ``_lock``: no new thread starts before ``on_exit`` is done."""
+        try:
+            if self.on_exit is not None:
+                self.on_exit()
+        finally:
+            self._thread = None
 
     def _serve(self) -> None:
         while True:
@@ -71,7 +83,7 @@ class BatchWorker(Generic[P]):
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
-                        self._thread = None
+                        self._stop()
                         return
                 continue
             self._run(self._gather(first))

@@ -9,7 +9,6 @@ whole by :meth:`Ingest.accept` before anything is written or predicted.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +42,8 @@ class Ingest:
         self.ws = ws
         self.screen = screen
         self.telemetry = telemetry
+        #: the records counter per kind, looked up once rather than per request
+        self._stored = {kind: telemetry.records.labels(kind) for kind in ("interaction", "contribution")}
 
     def accept(self, user_id: str, payload: Mapping[str, Any], metadata: Mapping[str, Any] | None,
                consent: dict[str, bool] | None) -> Incoming:
@@ -69,17 +70,6 @@ class Ingest:
                predicted_label: str | None = None, model_name: str | None = None,
                model_version: str | None = None, scores: Mapping[str, float] | None = None) -> str:
         """Store the record, committed before returning; the policy's consent rule is checked in the same write."""
-        record_id, done = self.submit_record(incoming, kind, label=label, predicted_label=predicted_label,
-                                             model_name=model_name, model_version=model_version, scores=scores)
-        done.result()
-        return record_id
-
-    def submit_record(self, incoming: Incoming, kind: Kind, *, label: str | None = None,
-                      predicted_label: str | None = None, model_name: str | None = None,
-                      model_version: str | None = None,
-                      scores: Mapping[str, float] | None = None) -> tuple[str, Future[None]]:
-        """As :meth:`record`, but answer at once: the id, and a future that resolves once the record is durable
-        (or raises the consent refusal). An async route awaits it instead of holding a thread."""
         task = self.ws.task
         record_id, done = self.ws.store.submit_record(
             user_id=incoming.user_id, kind=kind, input=task.encode(incoming.item),
@@ -87,9 +77,25 @@ class Ingest:
             predicted_label=predicted_label, model_name=self.screen.clean_optional(model_name, "model_name"),
             model_version=self.screen.clean_optional(model_version, "model_version"), meta=incoming.meta,
             require=self.screen.requirement(kind), scores=scores)
-        counter = self.telemetry.records.labels(kind)
-        done.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else counter.inc())
-        return record_id, done
+        done.result()
+        self._stored[kind].inc()
+        return record_id
+
+    async def record_prediction(self, incoming: Incoming, label: str, version: int) -> str:
+        """Store datawheel's own answer as an interaction, durable (or refused by the consent check) on return.
+
+        As :meth:`record`, but the model's name and version are the server's values, not a client's words, so
+        they are not screened (a client-supplied one always is), and the coroutine waits holding no thread.
+        """
+        task = self.ws.task
+        record_id, stored = self.ws.store.submit_record_async(
+            user_id=incoming.user_id, kind="interaction", input=task.encode(incoming.item),
+            content_hash=task.content_hash(incoming.item), consent=incoming.consent, predicted_label=label,
+            model_name="datawheel", model_version=str(version), meta=incoming.meta,
+            require=self.screen.requirement("interaction"))
+        await stored
+        self._stored["interaction"].inc()
+        return record_id
 
     def record_exchange(self, incoming: Incoming, answers: list[str], *, model_version: str,
                         record_id: str | None = None) -> str:
@@ -102,5 +108,5 @@ class Ingest:
             answers=screened, consent=incoming.consent, model_name="datawheel", model_version=model_version,
             meta=incoming.meta, record_id=record_id, require=self.screen.requirement("interaction"))
         done.result()
-        self.telemetry.records.labels("interaction").inc()
+        self._stored["interaction"].inc()
         return record_id

@@ -11,7 +11,8 @@ contain no digits and no ``@``, so cleaning is idempotent.
 The screen cleans what it is given whoever prepared it: every string is
 normalized first (:func:`normalize`), so a card number typed in full-width
 digits or split by zero-width spaces is found like the plain one. User ids are
-not cleaned but checked (:meth:`Screen.check_user_id`).
+not cleaned but checked (:meth:`Screen.check_user_id`), and the ids that passed are remembered for a while:
+the same few ids come back request after request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +37,8 @@ _PASSES = 4  # of detection per field; a text needing more is a contrived run of
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+")
 # Separators inside a user id that may hide a number from the patterns' boundaries ("wx-13812345678").
 _ID_SEPARATORS = re.compile(r"[_.:/|\\-]")
+#: user ids that passed, remembered per screen (:meth:`Screen.check_user_id`): a few thousand active users' ids
+PASSED_IDS = 4096
 
 
 def _joinable(ch: str) -> bool:
@@ -76,6 +81,10 @@ class Screen:
             detectors = tuple(DEFAULT_DETECTORS) + ((PresidioDetector(),) if policy.presidio else ())
         self.detectors = tuple(detectors)
         self.on_finding = on_finding
+        #: ids that passed :meth:`check_user_id`, least recently seen first, and the screen they passed under
+        self._passed: OrderedDict[str, None] = OrderedDict()
+        self._passed_under: tuple[Policy, tuple[Detector, ...]] | None = None
+        self._passed_lock = threading.Lock()
 
     def pseudonym(self, pii_type: str, value: str) -> str:
         digest = hmac.new(self._key, f"{pii_type}:{value}".encode(), hashlib.sha256).hexdigest()[:12]
@@ -162,10 +171,28 @@ class Screen:
         so every route keeps meaning the same user. Numeric ids shaped like a phone or a card number are
         refused too: the patterns cannot tell them apart, and a pseudonymous id need not be numeric.
         Presidio, when enabled, is not asked: it reads random ids as names.
+
+        An id that passed is remembered (the last :data:`PASSED_IDS` of them), and passes again without a
+        scan: a product sends the same users' ids with every call, and the scan cost tens of microseconds
+        of each predict. That is safe because the verdict depends on nothing but the id as given and the
+        screen's pattern detectors, which are pure functions of the text; the remembered ids are bound to
+        the policy and detectors they passed under (by identity: both are immutable), so a screen given
+        another policy or other detectors forgets them all and checks every id afresh. Only passes are
+        remembered: a refused id is scanned, counted and refused every time, and nothing about a refusal is
+        kept. The ids are held in this process's memory only, as the request that brought each already held
+        it, never written or logged; they are ids the screen accepted as pseudonymous. An erased user's id
+        stays until it is pushed out or the process ends: it is a string the store no longer joins to anything.
         """
-        detectors = [d for d in self.detectors if not isinstance(d, PresidioDetector)]
+        policy, detectors = self.policy, self.detectors  # read once: the verdict is remembered under these
+        with self._passed_lock:
+            under = self._passed_under
+            if (under is not None and under[0] is policy and under[1] is detectors
+                    and user_id in self._passed):
+                self._passed.move_to_end(user_id)
+                return user_id
+        patterns = [d for d in detectors if not isinstance(d, PresidioDetector)]
         plain = normalize(user_id)
-        findings = detect(plain, detectors) or detect(_ID_SEPARATORS.sub(" ", plain), detectors)
+        findings = detect(plain, patterns) or detect(_ID_SEPARATORS.sub(" ", plain), patterns)
         if findings:
             for f in findings:
                 self._count(f.type, "reject")
@@ -173,6 +200,14 @@ class Screen:
             raise InvalidInput("looks like personal data (an e-mail address, phone, ID, card or account "
                                "number); send a pseudonymous id instead, such as a random UUID or a keyed hash "
                                "of your own user key", field)
+        with self._passed_lock:
+            under = self._passed_under
+            if under is None or under[0] is not policy or under[1] is not detectors:
+                self._passed.clear()
+                self._passed_under = (policy, detectors)
+            self._passed[user_id] = None
+            if len(self._passed) > PASSED_IDS:
+                self._passed.popitem(last=False)
         return user_id
 
     def requirement(self, source: str) -> Callable[[Mapping[str, bool]], None]:

@@ -12,30 +12,45 @@ only then answers each caller. So:
   in its own caller alone and leaves nothing behind: rows it deferred are
   dropped, and whatever it wrote directly went through :meth:`Batch.direct`
   (its own SAVEPOINT) and is rolled back; the others in the batch still commit;
-* if the transaction itself fails (the bulk insert, the commit, the lock),
-  every caller in the batch gets the error and none of their writes is kept;
+* if the transaction itself fails (the read-ahead, the bulk insert, the
+  commit, the lock), every caller in the batch gets the error and none of
+  their writes is kept;
 * a lone write does not wait for company: the writer starts a batch as soon as
   anything is queued. Batches form only while a commit is in flight, which is
-  exactly when waiting is free.
+  exactly when waiting is free;
+* a coroutine's write (:meth:`GroupCommitter.submit_async`) is answered on its
+  event loop, with the batch's other writes from that loop in one call: waking
+  the loop once per write cost more than the write's own insert.
 
 Why deferred rows: the common write is one plain INSERT whose checks are
 reads. Run one by one, each costs a statement build, a savepoint and its
-release; deferred, a batch of them is one multi-row INSERT.
+release; deferred, a batch of them is one multi-row INSERT. Likewise the
+common read: a write names its user when it is submitted, and the batch reads
+what it needs about all of its users in one query (``read_users``), inside the
+write transaction and before any write runs, so each write sees exactly what a
+read of its own would have shown it then.
 
 The writer is started on first use and exits after a few idle seconds, so an
-idle or forgotten store holds no thread and no connection.
+idle or forgotten store holds no thread and no connection. While it runs, on
+SQLite, it keeps its connection from one batch to the next (checking one out
+and back in cost a sixth of a lone write's time); on PostgreSQL it checks one
+out per batch, so the pool's pre-ping still catches a connection the server
+dropped before a batch is lost to it. After a failed batch the connection is
+let go either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, MetaData, Result, Table, insert
 
 from datawheel.batching import BatchWorker
-from datawheel.store.db import insert_ignore_stmt, write, writer_turn
+from datawheel.store.db import insert_ignore_stmt, writer_turn
 
 T = TypeVar("T")
 
@@ -47,7 +62,9 @@ class Batch:
     """What one write function sees of the shared transaction.
 
     Reads go straight to the connection (:meth:`read`) and see what earlier
-    batches committed, not the rows this batch deferred: those are in ``memo``.
+    batches committed, not the rows this batch deferred: those are in ``memo``;
+    ``users`` is what was read at the start of the batch about the users its
+    writes named, so it too predates every write of the batch.
     Plain inserts are *deferred* (:meth:`defer`) and made together after every
     function ran; any other write goes through :meth:`direct`, which opens this
     write's SAVEPOINT first. ``memo`` is shared by the batch's writes (a user
@@ -55,8 +72,10 @@ class Batch:
     :meth:`remember`, which like :meth:`defer` counts only if the write returns.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, users: Mapping[str, Any] | None = None) -> None:
         self.conn = conn
+        #: what ``read_users`` read about the users the batch's writes named, before any of them ran
+        self.users: Mapping[str, Any] = users or {}
         self.memo: dict[Any, Any] = {}
         self._rows: dict[Table, list[dict]] = {}
         self._ignore: set[Table] = set()
@@ -110,12 +129,22 @@ class Batch:
             order = _table_order(tables[0].metadata)
             tables.sort(key=lambda tb: order.get(tb, len(order)))
         for table in tables:
-            stmt = insert_ignore_stmt(self.conn, table) if table in self._ignore else insert(table)
-            self.conn.execute(stmt, self._rows[table])
+            self.conn.execute(_insert(self.conn, table, table in self._ignore), self._rows[table])
         self._rows.clear()
 
 
 _ORDERS: dict[tuple[int, int], dict[Table, int]] = {}
+_INSERTS: dict[tuple[str, Table, bool], Executable] = {}
+
+
+def _insert(conn: Connection, table: Table, ignore_conflict: bool) -> Executable:
+    """The INSERT (skipping rows whose key exists, with ``ignore_conflict``) for a table's deferred rows, built once
+    per dialect: building one cost as much as running it for a row."""
+    key = (conn.dialect.name, table, ignore_conflict)
+    stmt = _INSERTS.get(key)
+    if stmt is None:
+        stmt = _INSERTS[key] = insert_ignore_stmt(conn, table) if ignore_conflict else insert(table)
+    return stmt
 
 
 def _table_order(metadata: MetaData) -> dict[Table, int]:
@@ -128,34 +157,73 @@ def _table_order(metadata: MetaData) -> dict[Table, int]:
     return order
 
 
+#: a write; the user it names (None: none), whose stored state the batch reads ahead with the others'; and, for a
+#: coroutine, the asyncio future it awaits
+Job = tuple[Callable[[Batch], Any], str | None, "asyncio.Future[Any] | None"]
+
+
 class GroupCommitter:
-    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, idle_exit: float = IDLE_EXIT_SECONDS) -> None:
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, idle_exit: float = IDLE_EXIT_SECONDS,
+                 read_users: Callable[[Connection, list[str]], Mapping[str, Any]] | None = None) -> None:
         self.engine = engine
-        self.worker: BatchWorker[Callable[[Batch], Any]] = BatchWorker(
-            self._commit, name="datawheel-group-commit", max_batch=max_batch, idle_exit=idle_exit)
+        self.read_users = read_users
+        self.worker: BatchWorker[Job] = BatchWorker(self._commit, name="datawheel-group-commit", max_batch=max_batch,
+                                                    idle_exit=idle_exit, on_exit=self._release)
         self.pid = self.worker.pid
         #: batches committed and writes in them, for tests and telemetry
         self.batches = 0
         self.writes = 0
+        #: the writer thread's connection between batches (SQLite only: see the module's docstring)
+        self._conn: Connection | None = None
+        self._keep = engine.dialect.name == "sqlite"
 
-    def submit(self, fn: Callable[[Batch], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Batch], T], user: str | None = None) -> Future[T]:
         """Queue ``fn`` for the next shared transaction; the future resolves once that has committed.
 
-        An async caller awaits it (``asyncio.wrap_future``) without holding a thread while the commit runs.
+        ``user``: the user the write is about, read ahead with the batch's others (``Batch.users``).
+        A coroutine uses :meth:`submit_async` instead.
         """
-        future: Future[T] = self.worker.submit(fn)
+        future: Future[T] = self.worker.submit((fn, user, None))
         return future
 
-    def run(self, fn: Callable[[Batch], T]) -> T:
-        """Run ``fn`` in a write transaction shared with concurrent writes; return once that has committed."""
-        return self.submit(fn).result()
+    def submit_async(self, fn: Callable[[Batch], T], user: str | None = None) -> asyncio.Future[T]:
+        """As :meth:`submit`, for a coroutine: an asyncio future of the running loop, resolved there together with
+        the batch's other writes for that loop, one wake-up of the loop per batch rather than one per write."""
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.worker.submit((fn, user, waiter))
+        return waiter
 
-    def _commit(self, batch: list[tuple[Callable[[Batch], Any], Future]]) -> None:
+    def run(self, fn: Callable[[Batch], T], user: str | None = None) -> T:
+        """Run ``fn`` in a write transaction shared with concurrent writes; return once that has committed."""
+        return self.submit(fn, user).result()
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.engine.connect().execution_options(write=True)
+        return self._conn
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _commit(self, batch: list[tuple[Job, Future]]) -> None:
+        try:
+            self._write(batch)
+        finally:
+            _wake(batch)
+
+    def _write(self, batch: list[tuple[Job, Future]]) -> None:
         done: list[tuple[Future, Any]] = []
         try:
-            with writer_turn(self.engine), write(self.engine) as conn:
-                shared = Batch(conn)
-                for fn, future in batch:
+            conn = self._connection()
+            with writer_turn(self.engine), conn.begin():
+                named = list(dict.fromkeys(user for (_, user, _), _ in batch if user is not None))
+                shared = Batch(conn, self.read_users(conn, named) if named and self.read_users else None)
+                for (fn, _, waiter), future in batch:
+                    # its coroutine stopped waiting (a read of one attribute, safe off the loop): a cancel
+                    if waiter is not None and waiter.cancelled():
+                        future.cancel()
                     if not future.set_running_or_notify_cancel():
                         continue
                     try:
@@ -166,13 +234,42 @@ class GroupCommitter:
                         done.append((future, result))
                 shared._flush()
         except BaseException as exc:  # the transaction failed: nothing of this batch is kept
+            self._release()  # nor the connection, which may be what failed
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        if not self._keep:
+            self._release()
         self.batches += 1
         self.writes += len(done)
         for future, result in done:
             future.set_result(result)
+
+
+def _wake(batch: list[tuple[Job, Future]]) -> None:
+    """Hand each coroutine's outcome to its loop: one call per loop for the whole batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Future]]] = {}
+    for (_, _, waiter), future in batch:
+        if waiter is not None:
+            by_loop.setdefault(waiter.get_loop(), []).append((waiter, future))
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # raised when the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, Future]]) -> None:
+    """On the loop: each waiter gets its write's outcome (a write the batch never ran fails, never hangs)."""
+    for waiter, future in outcomes:
+        if waiter.done():
+            continue
+        if future.cancelled():
+            waiter.cancel()
+        elif not future.done():
+            waiter.set_exception(RuntimeError("the group commit stopped before this write ran"))
+        elif (exc := future.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(future.result())

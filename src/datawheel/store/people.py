@@ -7,6 +7,7 @@ audit chain, where the user appears only as a keyed pseudonym.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections import defaultdict
@@ -33,11 +34,30 @@ _COLUMN = {"training": t.users.c.consent_training, "analytics": t.users.c.consen
 # Built once: the group-commit writer runs these for every write, and building a statement costs more than running it.
 _USER_CONSENT = select(t.users.c.consent_training, t.users.c.consent_analytics).where(
     t.users.c.user_id == bindparam("user_id"))
+_USERS_CONSENT = select(t.users.c.user_id, t.users.c.consent_training, t.users.c.consent_analytics).where(
+    t.users.c.user_id.in_(bindparam("user_ids", expanding=True)))
 _RECORD_OWNER = select(t.records.c.user_id).where(t.records.c.id == bindparam("record_id"))
 
 
 def _consent(row: Any) -> dict[str, bool]:
     return {"training": bool(row.consent_training), "analytics": bool(row.consent_analytics)}
+
+
+def _read_consents(conn: Connection, user_ids: list[str]) -> dict[str, dict[str, bool] | None]:
+    """Each user's stored consent (None: no such user), in one query for a group commit's whole batch."""
+    if len(user_ids) == 1:  # the lone write: the plain statement, cheaper to run than an expanding IN
+        row = conn.execute(_USER_CONSENT, {"user_id": user_ids[0]}).first()
+        return {user_ids[0]: None if row is None else _consent(row)}
+    found = {row.user_id: _consent(row) for row in conn.execute(_USERS_CONSENT, {"user_ids": user_ids})}
+    return {user_id: found.get(user_id) for user_id in user_ids}
+
+
+def _stored_consent(batch: Batch, user_id: str) -> dict[str, bool] | None:
+    """The user's consent in the store (None: no such user): read ahead with the batch's other users when the
+    write named its user, else read now. A consent this batch changed is in its memo, which comes first."""
+    if user_id in batch.users:
+        return batch.users[user_id]
+    return _read_consents(batch.conn, [user_id])[user_id]
 
 
 class PeopleQueries:
@@ -83,17 +103,20 @@ class PeopleQueries:
                            require: Callable[[dict[str, bool]], None] | None) -> dict[str, bool]:
         """The consent in force for a write in a group commit, checked by ``require`` before anything is written.
 
-        The common case writes nothing here: a known user sending no change is a read (once per batch), and
-        a new user without consent is a deferred row. A consent change is written at once, in the write's
-        own savepoint, exactly as :meth:`set_consent` writes it. A refusal leaves no trace, not even the user.
+        The common case writes nothing here: a known user sending no change is a read (once per batch, for
+        all the batch's users at once), and a new user without consent is a deferred row. A consent change
+        is written at once, in the write's own savepoint, exactly as :meth:`set_consent` writes it, and
+        remembered, so the batch's later writes go by it rather than by what was read ahead. A refusal
+        leaves no trace, not even the user.
         """
         key = ("user", user_id)
         current = batch.recall(key)
         is_new = False
         if current is None:
-            row = batch.read(_USER_CONSENT, {"user_id": user_id}).first()
-            is_new = row is None
-            current = {"training": False, "analytics": False} if is_new else _consent(row)
+            current = _stored_consent(batch, user_id)
+            is_new = current is None
+            if current is None:
+                current = {"training": False, "analytics": False}
         granted = {**current, **{s: bool(v) for s, v in (consent or {}).items()}}
         if require is not None:
             require(dict(granted))
@@ -115,8 +138,29 @@ class PeopleQueries:
         """Queue one record for the next group commit: its id, and a future that resolves once it is durable.
 
         ``require`` may refuse it given the consent in force (raising from the future); nothing is then stored.
-        An async route awaits the future without holding a thread; :meth:`add_record` waits on it.
+        :meth:`add_record` waits on the future; a coroutine uses :meth:`submit_record_async`.
         """
+        record_id, insert_record = self._record_write(
+            user_id=user_id, kind=kind, input=input, content_hash=content_hash, consent=consent, label=label,
+            predicted_label=predicted_label, model_name=model_name, model_version=model_version, meta=meta,
+            require=require, scores=scores)
+        return record_id, self._group_commit().submit(insert_record, user_id)
+
+    def submit_record_async(self, **fields: Any) -> tuple[str, asyncio.Future[None]]:
+        """As :meth:`submit_record` (the same fields), from a coroutine on the running loop: the future is the loop's
+        own and is resolved there with the batch's other writes (a thread-safe hand-off per write cost more than
+        its insert)."""
+        record_id, insert_record = self._record_write(**{"label": None, "predicted_label": None, "model_name": None,
+                                                         "model_version": None, "meta": None, "require": None,
+                                                         "scores": None, **fields})
+        return record_id, self._group_commit().submit_async(insert_record, fields["user_id"])
+
+    def _record_write(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
+                      consent: Mapping[str, bool] | None, label: str | None, predicted_label: str | None,
+                      model_name: str | None, model_version: str | None, meta: dict | None,
+                      require: Callable[[dict[str, bool]], None] | None,
+                      scores: Mapping[str, float] | None) -> tuple[str, Callable[[Batch], None]]:
+        """A new record's id, and the group-commit write that stores it (or refuses it, leaving nothing)."""
         record_id = new_id()
 
         def insert_record(batch: Batch) -> None:
@@ -130,7 +174,7 @@ class PeopleQueries:
                 batch.defer(t.interaction_scores, {"record_id": record_id, "scores": dict(scores)})
             batch.remember(("record", record_id), user_id)
 
-        return record_id, self._group_commit().submit(insert_record)
+        return record_id, insert_record
 
     def add_record(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
                    consent: Mapping[str, bool] | None, label: str | None = None, predicted_label: str | None = None,
@@ -157,14 +201,14 @@ class PeopleQueries:
             if owner != user_id:
                 raise NotFound("interaction_id: no such interaction for this user")
             if require is not None:
-                granted = batch.recall(("user", user_id))
-                if granted is None:
-                    granted = _consent(batch.read(_USER_CONSENT, {"user_id": user_id}).one())
+                granted = batch.recall(("user", user_id)) or _stored_consent(batch, user_id)
+                if granted is None:  # a record is written with its user and erased with them: a broken store
+                    raise NotFound("interaction_id: no such interaction for this user")
                 require(dict(granted))
             batch.defer(t.feedback, {"id": feedback_id, "record_id": record_id, "user_id": user_id, "label": label,
                                      "rating": rating, "comment": comment, "created_at": utcnow()})
 
-        self._group_commit().run(insert_feedback)
+        self._group_commit().run(insert_feedback, user_id if require is not None else None)
         return feedback_id
 
     def _group_commit(self) -> GroupCommitter:
@@ -174,7 +218,7 @@ class PeopleQueries:
             with _COMMITTER_LOCK:
                 committer = getattr(self, "_committer", None)
                 if committer is None or committer.pid != os.getpid():
-                    committer = GroupCommitter(self.engine)
+                    committer = GroupCommitter(self.engine, read_users=_read_consents)
                     self._committer = committer
         return committer
 

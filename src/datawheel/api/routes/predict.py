@@ -15,7 +15,6 @@ answers everything else (every refusal), so both give the same answers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -53,9 +52,7 @@ async def serve_prediction(body: PredictIn, server: ModelServer, ingest: Ingest,
     started = time.perf_counter()
     incoming = ingest.accept(body.user_id, body.input, body.metadata, body.consent.scopes() if body.consent else None)
     version, label, scores = await server.predict_batched(incoming.item, body.user_id)
-    record_id, stored = ingest.submit_record(incoming, "interaction", predicted_label=label,
-                                             model_name="datawheel", model_version=str(version))
-    await asyncio.wrap_future(stored)  # durable (or refused by the consent check) before anything is answered
+    record_id = await ingest.record_prediction(incoming, label, version)  # durable (or refused) before the answer
     if server.has_shadow:
         await run_in_threadpool(_shadow, server, ingest.ws, incoming.item, record_id)  # a store write: off the loop
     telemetry.predictions.inc()
