@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from conftest import APP, make_client
 from datawheel.errors import ConsentRequired, NotFound
@@ -335,7 +335,7 @@ def test_a_batch_reads_all_its_users_consent_in_one_query(ws):
     committer = ws.store._group_commit()
     reads: list[str] = []
 
-    def note(conn, cursor, statement, parameters, context, executemany):
+    def note(statement: str) -> None:  # every statement the writer's SQLite connection runs, whoever issued it
         if statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement:
             reads.append(statement)
 
@@ -349,7 +349,8 @@ def test_a_batch_reads_all_its_users_consent_in_one_query(ws):
                 user_id=user, kind="interaction", input=b"x", content_hash=f"h-{user}", predicted_label="1",
                 **{"consent": None, **kw}))
         _wait_queued(committer, len(writes))
-        event.listen(ws.store.engine, "before_cursor_execute", note)
+        driver = committer._connection().connection.driver_connection  # the writer keeps it between batches
+        driver.set_trace_callback(note)
         try:
             gate.set()
             outcomes = {}
@@ -359,7 +360,7 @@ def test_a_batch_reads_all_its_users_consent_in_one_query(ws):
                 except ConsentRequired:
                     outcomes[user] = "refused"
         finally:
-            event.remove(ws.store.engine, "before_cursor_execute", note)
+            driver.set_trace_callback(None)
     assert len(reads) == 2  # one for the batch's five users, one by the write that changes rq-grant's consent
     assert sum(" IN (" in r for r in reads) == 1
     assert outcomes["rq-no"] == "refused" and all(outcomes[u] != "refused" for u in writes if u != "rq-no")

@@ -51,6 +51,7 @@ from sqlalchemy import Connection, Engine, Executable, MetaData, Result, Table, 
 
 from datawheel.batching import BatchWorker
 from datawheel.store.db import insert_ignore_stmt, writer_turn
+from datawheel.store.raw_sqlite import insert_rows
 
 T = TypeVar("T")
 
@@ -129,7 +130,9 @@ class Batch:
             order = _table_order(tables[0].metadata)
             tables.sort(key=lambda tb: order.get(tb, len(order)))
         for table in tables:
-            self.conn.execute(_insert(self.conn, table, table in self._ignore), self._rows[table])
+            rows, ignore = self._rows[table], table in self._ignore
+            if not insert_rows(self.conn, table, rows, ignore):
+                self.conn.execute(_insert(self.conn, table, ignore), rows)
         self._rows.clear()
 
 

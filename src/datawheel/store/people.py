@@ -27,6 +27,7 @@ from datawheel.store.db import aware, insert_ignore, new_id, utcnow, write
 from datawheel.store.erasure import models_by_snapshot
 from datawheel.store.group_commit import Batch, GroupCommitter
 from datawheel.store.paging import Key
+from datawheel.store.raw_sqlite import rows_where_in
 
 SCOPES = ("training", "analytics")
 _COMMITTER_LOCK = threading.Lock()
@@ -45,6 +46,11 @@ def _consent(row: Any) -> dict[str, bool]:
 
 def _read_consents(conn: Connection, user_ids: list[str]) -> dict[str, dict[str, bool] | None]:
     """Each user's stored consent (None: no such user), in one query for a group commit's whole batch."""
+    rows = rows_where_in(conn, t.users, "user_id", ("consent_training", "consent_analytics"), user_ids)
+    if rows is not None:  # SQLite, through its driver
+        found = {user_id: {"training": bool(training), "analytics": bool(analytics)}
+                 for user_id, training, analytics in rows}
+        return {user_id: found.get(user_id) for user_id in user_ids}
     if len(user_ids) == 1:  # the lone write: the plain statement, cheaper to run than an expanding IN
         row = conn.execute(_USER_CONSENT, {"user_id": user_ids[0]}).first()
         return {user_ids[0]: None if row is None else _consent(row)}
