@@ -19,10 +19,11 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from datawheel.artifacts import AnswerFeedback, Exchange
-from datawheel.errors import InvalidInput, NotFound
+from datawheel.errors import InvalidInput
 from datawheel.store import tables as t
 from datawheel.store.db import aware, new_id, utcnow
 from datawheel.store.group_commit import Batch
+from datawheel.store.people import check_owner
 
 
 class ChatQueries:
@@ -61,12 +62,7 @@ class ChatQueries:
         feedback_id = new_id()
 
         def insert_feedback(batch: Batch) -> None:
-            owner = batch.recall(("record", record_id))
-            if owner is None:
-                row = batch.read(select(t.records.c.user_id).where(t.records.c.id == record_id)).first()
-                owner = row.user_id if row is not None else None
-            if owner != user_id:
-                raise NotFound("interaction_id: no such interaction for this user")
+            check_owner(batch, record_id, user_id)
             answers = batch.recall(("answers", record_id))
             if answers is None:
                 answers = batch.read(select(func.count()).select_from(t.completions)

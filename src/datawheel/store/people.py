@@ -58,6 +58,17 @@ def _read_consents(conn: Connection, user_ids: list[str]) -> dict[str, dict[str,
     return {user_id: found.get(user_id) for user_id in user_ids}
 
 
+def check_owner(batch: Batch, record_id: str, user_id: str) -> None:
+    """Refuse feedback on a record that is not this user's (one deferred earlier in the batch counts). Another
+    user's interaction is reported exactly like a missing one: ids are not an oracle."""
+    owner = batch.recall(("record", record_id))
+    if owner is None:
+        row = batch.read(_RECORD_OWNER, {"record_id": record_id}).first()
+        owner = row.user_id if row is not None else None
+    if owner != user_id:
+        raise NotFound("interaction_id: no such interaction for this user")
+
+
 def _stored_consent(batch: Batch, user_id: str) -> dict[str, bool] | None:
     """The user's consent in the store (None: no such user): read ahead with the batch's other users when the
     write named its user, else read now. A consent this batch changed is in its memo, which comes first."""
@@ -199,13 +210,7 @@ class PeopleQueries:
         feedback_id = new_id()
 
         def insert_feedback(batch: Batch) -> None:
-            owner = batch.recall(("record", record_id))
-            if owner is None:
-                row = batch.read(_RECORD_OWNER, {"record_id": record_id}).first()
-                owner = row.user_id if row is not None else None
-            # Another user's interaction is reported exactly like a missing one: ids are not an oracle.
-            if owner != user_id:
-                raise NotFound("interaction_id: no such interaction for this user")
+            check_owner(batch, record_id, user_id)
             if require is not None:
                 granted = batch.recall(("user", user_id)) or _stored_consent(batch, user_id)
                 if granted is None:  # a record is written with its user and erased with them: a broken store
