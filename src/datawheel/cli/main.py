@@ -167,6 +167,7 @@ def serve(
     """
     import uvicorn
 
+    from datawheel.api.http_protocol import OneWriteHttpToolsProtocol
     from datawheel.settings import load_settings
     from datawheel.workspace import Workspace
 
@@ -193,13 +194,14 @@ def serve(
     # log_config reaches each worker process, which applies it before it builds its app.
     try:
         if workers == 1:
-            uvicorn.run(api, host=host, port=port, access_log=False, log_config=log_config)
+            uvicorn.run(api, host=host, port=port, access_log=False, log_config=log_config,
+                        http=OneWriteHttpToolsProtocol)
             return
         from uvicorn.supervisors import Multiprocess
 
         os.environ[_WORKER_ENV] = json.dumps({"workspace": str(workspace.resolve()), "auto_cycle": auto_cycle})
         config = uvicorn.Config("datawheel.cli.main:worker_app", factory=True, workers=workers, host=host, port=port,
-                                access_log=False, log_config=log_config)
+                                access_log=False, log_config=log_config, http=OneWriteHttpToolsProtocol)
         Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
     finally:
         events.stop()
