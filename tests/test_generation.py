@@ -94,7 +94,9 @@ def test_chat_completion_has_openai_shape_and_is_stored(chat_client, chat_ws: Wo
     assert out["choices"][0]["finish_reason"] in ("stop", "length")
     assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"]
     assert out["usage"]["completion_tokens"] <= 4
-    assert chat_ws.store.completions_of(out["id"]) == [out["choices"][0]["message"]["content"]]
+    # stored as the screen keeps it (NFKC first: the tiny random model can write a ligature)
+    answer = out["choices"][0]["message"]["content"]
+    assert chat_ws.store.completions_of(out["id"]) == [chat_ws.screen().clean_text(answer, "answer")]
 
 
 def test_two_answers_and_a_choice_between_them(chat_client, chat_ws: Workspace) -> None:
@@ -161,7 +163,7 @@ def test_streamed_answer_is_sent_as_events_and_stored(chat_client, chat_ws: Work
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length") and "usage" in chunks[-1]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
-    assert chat_ws.store.completions_of(chunks[0]["id"]) == [text]
+    assert chat_ws.store.completions_of(chunks[0]["id"]) == [chat_ws.screen().clean_text(text, "answer")]
 
 
 def test_openai_client_talks_to_datawheel(chat_client) -> None:
@@ -541,7 +543,7 @@ def test_the_python_client_chats_and_corrects(chat_ws: Workspace) -> None:
     assert ex.feedback[0].correction == "green"
 
 
-def test_a_users_export_shows_their_conversations_answers_and_corrections(chat_client) -> None:
+def test_a_users_export_shows_their_conversations_answers_and_corrections(chat_client, chat_ws: Workspace) -> None:
     out = _ask(chat_client, "u5", "item 6 color?")
     chat_client.post("/v1/feedback", headers=APP, json={"interaction_id": out["id"], "user_id": "u5",
                                                         "correction": "green"})
@@ -549,7 +551,7 @@ def test_a_users_export_shows_their_conversations_answers_and_corrections(chat_c
     assert r.status_code == 200, r.text
     [record] = r.json()["records"]
     assert record["input"] == {"messages": [{"role": "user", "content": "item 6 color?"}]}
-    assert record["answers"] == [out["choices"][0]["message"]["content"]]
+    assert record["answers"] == [chat_ws.screen().clean_text(out["choices"][0]["message"]["content"], "answer")]
     assert record["feedback"][0]["correction"] == "green"
 
 
