@@ -431,3 +431,80 @@ def test_a_worker_that_dies_lets_go_of_what_it_kept_and_the_next_job_gets_a_new_
     assert thread is not None
     thread.join(5)
     assert exits == ["test-worker", "test-worker"] and worker.thread is None  # the idle exit lets go too
+
+
+def _adds(user: str):
+    def write(batch):
+        batch.defer(t.users, _user_row(user))
+        return user
+    return write
+
+
+def _users(ws) -> set[str]:
+    with ws.store.engine.connect() as conn:
+        return set(conn.execute(select(t.users.c.user_id)).scalars())
+
+
+def test_a_write_alone_on_its_loop_is_made_at_once_and_its_connection_let_go_when_idle(ws):
+    committer = GroupCommitter(ws.store.engine, idle_exit=0.2)
+
+    def refused(batch):
+        batch.defer(t.users, _user_row("alone-refused"))
+        _refuse({})
+
+    async def main() -> None:
+        stored = committer.submit_async(_adds("alone-1"), alone=True)
+        assert stored.done() and stored.result() == "alone-1"  # committed before the call returned
+        assert "alone-1" in _users(ws) and committer.worker.thread is None  # no writer thread was needed
+        bad = committer.submit_async(refused, alone=True)
+        assert bad.done() and isinstance(bad.exception(), ConsentRequired)
+        company = committer.submit_async(_adds("not-alone"))  # others in flight: the writer thread, as ever
+        assert not company.done()
+        assert await company == "not-alone"
+        assert committer._conn is not None
+        for _ in range(200):  # kept while writes come, let go once they stop
+            await asyncio.sleep(0.02)
+            if committer._conn is None and committer.worker.thread is None:
+                break
+        assert committer._conn is None and committer.worker.thread is None
+
+    asyncio.run(main())
+    assert "alone-refused" not in _users(ws) and committer.writes == 2
+
+
+def test_a_write_alone_waits_its_turn_behind_a_running_batch(ws):
+    """Never two transactions of one writer at once: while a batch runs (or writes are queued) a lone write is
+    queued too, and committed by the writer after the batch."""
+    committer = GroupCommitter(ws.store.engine)
+
+    async def main() -> list[str]:
+        gate = _hold(committer)
+        waiting = committer.submit_async(_adds("alone-behind"), alone=True)
+        assert not waiting.done()
+        queued_too = committer.submit_async(_adds("alone-queued"), alone=True)  # something queued: it queues
+        assert not queued_too.done()
+        gate.set()
+        return list(await asyncio.gather(waiting, queued_too))
+
+    assert asyncio.run(main()) == ["alone-behind", "alone-queued"]
+    assert {"alone-behind", "alone-queued"} <= _users(ws)
+
+
+def test_predictions_one_at_a_time_are_stored_without_the_writer_thread(ws):
+    """Sequential predicts (one in flight at a time) are each written at once on the event loop; each record is
+    stored before its answer."""
+    import numpy as np
+
+    from datawheel.tasks.image import to_png_base64
+
+    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
+    with make_client(ws) as client:
+        committer = ws.store._group_commit()
+        ids = []
+        for n in range(3):
+            r = client.post("/v1/predict", headers=APP, json={"user_id": f"seq-{n}", "input": {"image": image}})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["interaction_id"])
+            with ws.store.engine.connect() as conn:
+                assert conn.execute(select(t.records.c.id).where(t.records.c.id == ids[-1])).first() is not None
+        assert committer.worker.thread is None

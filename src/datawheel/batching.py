@@ -53,6 +53,10 @@ class BatchWorker(Generic[P]):
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    def queued(self) -> bool:
+        """Whether a job waits for the worker (one it is running is no longer queued)."""
+        return not self._queue.empty()
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()

@@ -42,6 +42,8 @@ class Ingest:
         self.ws = ws
         self.screen = screen
         self.telemetry = telemetry
+        #: predictions in flight on this process's event loop (``serve_prediction``): one alone is written at once
+        self.predicting = 0
         #: the records counter per kind, looked up once rather than per request
         self._stored = {kind: telemetry.records.labels(kind) for kind in ("interaction", "contribution")}
 
@@ -89,7 +91,7 @@ class Ingest:
         """
         task = self.ws.task
         record_id, stored = self.ws.store.submit_record_async(
-            user_id=incoming.user_id, kind="interaction", input=task.encode(incoming.item),
+            alone=self.predicting <= 1, user_id=incoming.user_id, kind="interaction", input=task.encode(incoming.item),
             content_hash=task.content_hash(incoming.item), consent=incoming.consent, predicted_label=label,
             model_name="datawheel", model_version=str(version), meta=incoming.meta,
             require=self.screen.requirement("interaction"))

@@ -163,14 +163,14 @@ class PeopleQueries:
             require=require, scores=scores)
         return record_id, self._group_commit().submit(insert_record, user_id)
 
-    def submit_record_async(self, **fields: Any) -> tuple[str, asyncio.Future[None]]:
+    def submit_record_async(self, *, alone: bool = False, **fields: Any) -> tuple[str, asyncio.Future[None]]:
         """As :meth:`submit_record` (the same fields), from a coroutine on the running loop: the future is the loop's
         own and is resolved there with the batch's other writes (a thread-safe hand-off per write cost more than
-        its insert)."""
+        its insert). ``alone``: nothing else is in flight on the loop (``GroupCommitter.submit_async``)."""
         record_id, insert_record = self._record_write(**{"label": None, "predicted_label": None, "model_name": None,
                                                          "model_version": None, "meta": None, "require": None,
                                                          "scores": None, **fields})
-        return record_id, self._group_commit().submit_async(insert_record, fields["user_id"])
+        return record_id, self._group_commit().submit_async(insert_record, fields["user_id"], alone=alone)
 
     def _record_write(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
                       consent: Mapping[str, bool] | None, label: str | None, predicted_label: str | None,

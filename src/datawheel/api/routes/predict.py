@@ -51,8 +51,12 @@ async def serve_prediction(body: PredictIn, server: ModelServer, ingest: Ingest,
     """
     started = time.perf_counter()
     incoming = ingest.accept(body.user_id, body.input, body.metadata, body.consent.scopes() if body.consent else None)
-    version, label, scores = await server.predict_batched(incoming.item, body.user_id)
-    record_id = await ingest.record_prediction(incoming, label, version)  # durable (or refused) before the answer
+    ingest.predicting += 1  # from here to the stored record: a prediction alone has its record written at once
+    try:
+        version, label, scores = await server.predict_batched(incoming.item, body.user_id)
+        record_id = await ingest.record_prediction(incoming, label, version)  # durable (or refused) before the answer
+    finally:
+        ingest.predicting -= 1
     if server.has_shadow:
         await run_in_threadpool(_shadow, server, ingest.ws, incoming.item, record_id)  # a store write: off the loop
     telemetry.predictions.inc()
