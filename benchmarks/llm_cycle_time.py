@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    from datawheel.tasks.language_model import native_bf16
+    from datawheel.precision import native_bf16
     from datawheel.wheel.init import init_workspace
 
     rng = random.Random(13)

@@ -119,7 +119,7 @@ def test_bfloat16_changes_the_products_not_the_stored_weights_nor_the_accuracy(s
 
 
 def test_auto_precision_follows_the_cpu_and_unmeasured_models_stay_float32(splits: DigitSplits):
-    from datawheel.tasks.language_model import native_bf16
+    from datawheel.precision import native_bf16
     from datawheel.tasks.text import TextClassification
 
     data = as_set(splits.pool[:200])

@@ -28,8 +28,8 @@ from torch import nn
 from datawheel.artifacts import LabelledSet, Progress, atomic_write_bytes
 from datawheel.config import ModelSection
 from datawheel.errors import CycleError
+from datawheel.precision import train_in_bf16
 from datawheel.tasks.base import Task, predict_logits
-from datawheel.tasks.language_model import train_in_bf16
 from datawheel.tasks.sklearn_model import SklearnModel
 
 #: called after each epoch with (epoch, epochs, {"loss": ..., "train_accuracy": ..., "val_accuracy": ...})

@@ -24,8 +24,9 @@ import torch
 
 from datawheel.artifacts import Progress, atomic_write_bytes
 from datawheel.config import GenerationSection
+from datawheel.precision import train_in_bf16
 from datawheel.tasks.chat import Conversation
-from datawheel.tasks.language_model import LanguageModel, load_language_model, train_in_bf16
+from datawheel.tasks.language_model import LanguageModel, load_language_model
 
 IGNORE = -100
 

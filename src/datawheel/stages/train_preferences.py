@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from datawheel.config import GenerationSection
+from datawheel.precision import train_in_bf16
 from datawheel.tasks.chat import Conversation, as_messages
-from datawheel.tasks.language_model import train_in_bf16
 
 
 def _assistant(text: str) -> list[dict[str, str]]:

@@ -127,20 +127,6 @@ class Generator(Protocol):
                seed: int = 0) -> Iterable[str]: ...
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (its flags, on Linux); elsewhere, no."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def train_in_bf16(precision: str) -> bool:
-    """Whether training runs its forward and backward passes under bfloat16 autocast."""
-    return precision == "bfloat16" or (precision == "auto" and native_bf16())
-
-
 @dataclass(frozen=True)
 class Answer:
     text: str
