@@ -508,3 +508,25 @@ def test_predictions_one_at_a_time_are_stored_without_the_writer_thread(ws):
             with ws.store.engine.connect() as conn:
                 assert conn.execute(select(t.records.c.id).where(t.records.c.id == ids[-1])).first() is not None
         assert committer.worker.thread is None
+
+
+def test_predicting_leaves_a_module_in_eval_mode_and_switches_one_in_training():
+    """The forward pass runs in eval mode: a module left training is switched (dropout off), one already in eval
+    mode is not walked again (it cost a served request a sixth of its forward pass)."""
+    import torch
+    from torch import nn
+
+    from datawheel.tasks.base import predict_logits
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    model.train()
+    x = torch.ones(3, 4)
+    first = predict_logits(model, x)
+    assert not model.training and not any(m.training for m in model.modules())
+    assert torch.equal(first, predict_logits(model, x))  # no dropout: the same answer twice
+    calls = []
+    model.eval = lambda: calls.append(1) or model  # type: ignore[method-assign]
+    predict_logits(model, x)
+    assert calls == []
+    assert torch.allclose(predict_logits(model, torch.ones(1030, 4), batch_size=512)[:3], first)  # chunked alike
+

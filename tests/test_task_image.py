@@ -212,3 +212,21 @@ def test_featurize_shape_and_scale():
     assert x.shape == (5, 1, 28, 28) and x.dtype == torch.float32
     assert torch.allclose(x.min(), torch.tensor((0 - 0.1307) / 0.3081))
     assert TASK.featurize([]).shape == (0, 1, 28, 28)
+
+
+@given(arrays(np.uint8, st.tuples(st.integers(1, 4), st.just(28), st.just(28))))
+@settings(max_examples=50, deadline=None)
+def test_featurize_gives_the_bits_the_arithmetic_gave(batch: np.ndarray):
+    """Features come from a table of 256 values; a model must see exactly what dividing and standardizing whole
+    images gave before (the weights of every registered model were trained on those bits)."""
+    x = torch.from_numpy(batch.astype(np.float32) / 255.0)
+    expected = ((x - 0.1307) / 0.3081).unsqueeze(1)
+    assert torch.equal(TASK.featurize(list(batch)), expected)
+
+
+def test_every_pixel_value_featurizes_as_the_arithmetic_did():
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    item = np.zeros((28, 28), dtype=np.uint8)
+    item[:16, :16] = values[0]
+    x = torch.from_numpy(item.astype(np.float32) / 255.0)
+    assert torch.equal(TASK.featurize([item])[0, 0], (x - 0.1307) / 0.3081)
