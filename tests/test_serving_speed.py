@@ -530,3 +530,25 @@ def test_predicting_leaves_a_module_in_eval_mode_and_switches_one_in_training():
     assert calls == []
     assert torch.allclose(predict_logits(model, torch.ones(1030, 4), batch_size=512)[:3], first)  # chunked alike
 
+
+def test_ids_are_uuid7_ordered_by_time_and_unique():
+    """Row ids sort by creation time (a batch's rows share the last page of each id index) and stay unguessable:
+    RFC 9562's version and variant, the millisecond clock in front, random bits after it."""
+    import time
+    import uuid
+
+    from datawheel.store.db import new_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(20_000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for value in ids[:100]:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and len(value) == 32
+        assert before <= int(value[:12], 16) <= after
+    time.sleep(0.002)
+    assert new_id() > max(ids)
+    # the bits after the clock vary: 74 random bits, not a counter
+    tails = {int(v[13:], 16) & ((1 << 62) - 1) for v in ids}
+    assert len(tails) == len(ids)

@@ -10,7 +10,7 @@ a stale snapshot; other writers wait ``busy_timeout``. Reads stay concurrent
 from __future__ import annotations
 
 import os
-import uuid
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,7 +35,21 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A UUID version 7 (RFC 9562) as 32 hex digits: the creation time in milliseconds, then 74 random bits.
+
+    As unguessable as a random UUID for anyone who does not already know when a row was made, and ordered by
+    time, so a group commit's new rows land together at the end of each index on their id instead of on one
+    random page each: a commit of 32 records wrote 31 % fewer bytes to SQLite's log, and took less CPU, than
+    with random ids (``benchmarks/record_ids.py``; issue 12). The time is also in each row's ``created_at``.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 74 are used
+    value = ((time.time_ns() // 1_000_000) & _MS_MASK) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 \
+        | (rand & _RAND_B_MASK)
+    return f"{value:032x}"
+
+
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 def aware(ts: datetime) -> datetime:
