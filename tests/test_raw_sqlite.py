@@ -74,6 +74,25 @@ def test_records_are_stored_as_sqlalchemy_stores_them(tmp_path):
     assert len(_read(raw, t.records)) == 4
 
 
+@pytest.mark.parametrize(("n", "statements"), [(1, 1), (2, 1), (3, 2), (64, 1), (65, 2), (100, 3), (128, 2)])
+def test_a_batch_is_a_few_multi_row_statements_storing_what_sqlalchemy_stores(tmp_path, n, statements):
+    """Rows go in as one INSERT per power of two, at most 64 records (999 values) each, in order: the same rows,
+    rowids and bytes as SQLAlchemy's ``executemany``, in a handful of statements rather than one per row."""
+    rows = [_record(i, meta={} if i % 3 else {"i": i}) for i in range(n)]
+    raw, orm = _both(tmp_path, t.records, rows)
+    assert _stored(raw, t.records) == _stored(orm, t.records)
+    order = "SELECT id FROM records ORDER BY rowid"
+    with raw.connect() as a, orm.connect() as b:
+        assert a.execute(text(order)).all() == b.execute(text(order)).all()
+    seen: list[str] = []
+    with raw.begin() as conn:
+        driver = conn.connection.driver_connection
+        driver.set_trace_callback(seen.append)
+        insert_rows(conn, t.records, [_record(i, id=f"again{i}") for i in range(n)], False)
+        driver.set_trace_callback(None)
+    assert sum(s.startswith("INSERT") for s in seen) == statements
+
+
 def test_feedback_scores_and_users_with_conflicts_skipped(tmp_path):
     parents = [(t.records, [_record(0), _record(1)])]
     feedback = [{"id": "f0", "record_id": "r0", "user_id": "user-0", "label": "3", "rating": None, "comment": None,

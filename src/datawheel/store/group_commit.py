@@ -3,7 +3,7 @@
 A request's write (a record, a feedback) is handed to one writer thread as a
 function of a :class:`Batch`. The writer takes everything queued, opens one
 write transaction (``BEGIN IMMEDIATE`` on SQLite), runs each function in turn,
-inserts the rows they deferred in one statement per table, commits once, and
+inserts the rows they deferred a few statements per table, commits once, and
 only then answers each caller. So:
 
 * durability is unchanged: a caller is answered after the commit holding its
@@ -29,7 +29,7 @@ only then answers each caller. So:
 
 Why deferred rows: the common write is one plain INSERT whose checks are
 reads. Run one by one, each costs a statement build, a savepoint and its
-release; deferred, a batch of them is one multi-row INSERT. Likewise the
+release; deferred, a batch of them is a few multi-row INSERTs. Likewise the
 common read: a write names its user when it is submitted, and the batch reads
 what it needs about all of its users in one query (``read_users``), inside the
 write transaction and before any write runs, so each write sees exactly what a
@@ -130,7 +130,8 @@ class Batch:
         return result
 
     def _flush(self) -> None:
-        """The deferred rows, one multi-row INSERT per table, parents first (feedback needs its record)."""
+        """The deferred rows, table by table (a few multi-row INSERTs each), parents first (feedback needs its
+        record)."""
         tables = list(self._rows)
         if len(tables) > 1:
             order = _table_order(tables[0].metadata)

@@ -6,8 +6,10 @@ through it and 0.15-0.2 ms as the same statements on ``sqlite3`` (issue 12). So 
 ``BEGIN IMMEDIATE``, its consent read and its inserts of deferred rows go to the driver directly. The
 transaction stays SQLAlchemy's (it began it, savepoints and the commit are its own), and each value goes
 through the type's own bind processor, the one SQLAlchemy would apply, so the stored rows are the same
-(``tests/test_raw_sqlite.py`` compares them). PostgreSQL keeps SQLAlchemy's path: its driver's round
-trips, not Python, are what a statement costs there.
+(``tests/test_raw_sqlite.py`` compares them). A batch's rows for a table go in as a few multi-row INSERTs,
+not one execution per row: ``sqlite3`` releases the GIL around every step and must take it back from the event
+loop's thread, which under load cost more than the step. PostgreSQL keeps SQLAlchemy's path: its driver's
+round trips, not Python, are what a statement costs there.
 
 Driver errors (``sqlite3.Error``) carry SQLite's message, never a value, as SQLAlchemy's hidden parameters do.
 """
@@ -31,12 +33,17 @@ def driver(conn: Connection) -> sqlite3.Connection | None:
 
 
 class _Plan(NamedTuple):
-    sql: str
+    #: the INSERT's head, up to VALUES
+    head: str
     columns: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
 
 _PLANS: dict[tuple[Table, tuple[str, ...], bool], _Plan | None] = {}
+#: SQL for a plan's statement of n rows, built once per (head, n)
+_STATEMENTS: dict[tuple[str, int], str] = {}
+#: SQLite's smallest limit on a statement's parameters (before 3.32); a statement holds at most this many values
+MAX_VALUES = 999
 
 
 def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], ignore_conflict: bool) -> _Plan | None:
@@ -50,10 +57,9 @@ def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...], ignore_confl
     if named <= set(table.c.keys()) and not any(c.default is not None for c in table.c if c.key not in named):
         quote = dialect.identifier_preparer.quote
         verb = "INSERT OR IGNORE INTO" if ignore_conflict else "INSERT INTO"
-        sql = (f"{verb} {quote(table.name)} ({', '.join(quote(table.c[k].name) for k in columns)}) "
-               f"VALUES ({', '.join('?' for _ in columns)})")
+        head = f"{verb} {quote(table.name)} ({', '.join(quote(table.c[k].name) for k in columns)}) VALUES "
         processors = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in columns)
-        plan = _Plan(sql, columns, processors)
+        plan = _Plan(head, columns, processors)
     _PLANS[key] = plan
     return plan
 
@@ -72,10 +78,35 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict], ignore_con
         return False
     for plan, group in plans:
         assert plan is not None
-        raw.executemany(plan.sql, [tuple(value if p is None else p(value)
-                                         for p, value in zip(plan.processors, (row[k] for k in plan.columns)))
-                                   for row in group])
+        values = [value if p is None else p(value)
+                  for row in group for p, value in zip(plan.processors, (row[k] for k in plan.columns))]
+        width = len(plan.columns)
+        done, most = 0, max(1, MAX_VALUES // width)
+        while done < len(group):
+            n = _rows_per_statement(len(group) - done, most)
+            raw.execute(_statement(plan, n), values[done * width:(done + n) * width])
+            done += n
     return True
+
+
+def _rows_per_statement(left: int, most: int) -> int:
+    """The largest power of two up to ``left`` and ``most``: a batch of any size is a few statements, and each
+    table has a handful of statement texts (SQLite's statement cache keeps them prepared)."""
+    n = 1
+    while n * 2 <= min(left, most):
+        n *= 2
+    return n
+
+
+def _statement(plan: _Plan, n: int) -> str:
+    """One INSERT of ``n`` rows. One statement, not ``executemany``: the driver lets go of the GIL and takes it back
+    around every step, once per row, and under load each taking back waited on the event loop's thread."""
+    key = (plan.head, n)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        row = f"({', '.join('?' for _ in plan.columns)})"
+        sql = _STATEMENTS[key] = plan.head + ", ".join([row] * n)
+    return sql
 
 
 _SELECTS: dict[tuple[Table, str, tuple[str, ...], int], tuple[str, tuple[Any, ...]]] = {}
