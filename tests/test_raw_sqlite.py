@@ -143,3 +143,30 @@ def test_rows_where_in_reads_what_sqlalchemy_reads(tmp_path):
         assert got == sorted(tuple(r) for r in expected)
     naive = WHEN.replace(tzinfo=None)  # SQLite keeps no zone: every stored time is UTC
     assert got == [("u0", True, False, naive), ("u1", False, True, naive), ("u2", True, False, naive)]
+
+
+def test_rows_where_in_reads_any_text_exactly_in_one_statement(tmp_path):
+    """The rows come back as one JSON array from one statement: every id a person could choose reads back exactly
+    (quotes, backslashes, control characters, line separators, astral and combining characters, long ids)."""
+    raw, _ = _engines(tmp_path)
+    ids = ['say "hi"', "back\\slash", "tab\there\x01\x1f", "line\u2028sep\u2029", "😀 emoji", "e\u0301", "中文用户",
+           "x" * 256, "null", "[1, 2]", "{}", "'; DROP TABLE users; --"]
+    users = [{"user_id": u, "consent_training": n % 2 == 0, "consent_analytics": n % 3 == 0,
+              "consent_updated_at": WHEN, "created_at": WHEN} for n, u in enumerate(ids)]
+    with raw.begin() as conn:
+        conn.execute(insert(t.users), users)
+    seen: list[str] = []
+    with raw.connect() as conn:
+        conn.connection.driver_connection.set_trace_callback(seen.append)
+        got = rows_where_in(conn, t.users, "user_id", ("consent_training", "consent_analytics"), [*ids, "nobody"])
+        conn.connection.driver_connection.set_trace_callback(None)
+    assert sorted(got or []) == sorted((u["user_id"], u["consent_training"], u["consent_analytics"]) for u in users)
+    assert len(seen) == 1
+
+
+def test_rows_where_in_refuses_columns_json_would_change():
+    """A float (SQLite writes 15 digits into JSON) or bytes (no JSON form) would not read back exactly."""
+    engine = make_engine("sqlite://")
+    t.metadata.create_all(engine)
+    with engine.connect() as conn, pytest.raises(TypeError, match="reliability"):
+        rows_where_in(conn, t.user_reliability, "user_id", ("reliability",), ["u"])

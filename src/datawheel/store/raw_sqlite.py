@@ -16,11 +16,12 @@ Driver errors (``sqlite3.Error``) carry SQLite's message, never a value, as SQLA
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Boolean, Connection, DateTime, Integer, String, Table
 from sqlalchemy.engine import Dialect
 
 
@@ -110,24 +111,37 @@ def _statement(plan: _Plan, n: int) -> str:
 
 
 _SELECTS: dict[tuple[Table, str, tuple[str, ...], int], tuple[str, tuple[Any, ...]]] = {}
+#: the column types whose stored values JSON carries exactly (SQLite writes a REAL with 15 digits, and no BLOB)
+_JSON_EXACT = (String, Boolean, Integer, DateTime)
+#: SQLite's JSON functions are built in from 3.38; before, a build may lack them, and the caller reads its own way
+_JSON_BUILT_IN = sqlite3.sqlite_version_info >= (3, 38, 0)
 
 
 def rows_where_in(conn: Connection, table: Table, key: str, columns: Sequence[str],
                   values: Sequence[Any]) -> list[tuple] | None:
     """``(key, *columns)`` of the rows whose ``key`` is one of ``values`` (at most a batch's worth), through the
-    driver, each value through the type's result processor; None on another database."""
+    driver, each value through the type's result processor; None on another database (or an old SQLite).
+
+    The rows come back as one JSON array from one step of one statement: ``sqlite3`` gives up and retakes the
+    GIL around every step, once per row read, and under load each retake waited on the event loop's thread.
+    So only columns whose values JSON carries exactly are read this way (text, integers, booleans, times).
+    """
     raw = driver(conn)
-    if raw is None:
+    if raw is None or not _JSON_BUILT_IN:
         return None
     names = (key, *columns)
     cache_key = (table, key, tuple(columns), len(values))
     built = _SELECTS.get(cache_key)
     if built is None:
+        inexact = [n for n in names if not isinstance(table.c[n].type, _JSON_EXACT)]
+        if inexact:
+            raise TypeError(f"rows_where_in reads text, integer, boolean and time columns only, not {inexact}")
         quote = conn.dialect.identifier_preparer.quote
-        sql = (f"SELECT {', '.join(quote(table.c[n].name) for n in names)} FROM {quote(table.name)} "
-               f"WHERE {quote(table.c[key].name)} IN ({', '.join('?' for _ in values)})")
+        sql = (f"SELECT json_group_array(json_array({', '.join(quote(table.c[n].name) for n in names)})) "
+               f"FROM {quote(table.name)} WHERE {quote(table.c[key].name)} IN ({', '.join('?' for _ in values)})")
         processors = tuple(table.c[n].type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
                            for n in names)
         built = _SELECTS[cache_key] = (sql, processors)
     sql, processors = built
-    return [tuple(v if p is None else p(v) for p, v in zip(processors, row)) for row in raw.execute(sql, tuple(values))]
+    (found,) = raw.execute(sql, tuple(values)).fetchone()
+    return [tuple(v if p is None else p(v) for p, v in zip(processors, row)) for row in json.loads(found)]
