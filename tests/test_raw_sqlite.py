@@ -170,3 +170,12 @@ def test_rows_where_in_refuses_columns_json_would_change():
     t.metadata.create_all(engine)
     with engine.connect() as conn, pytest.raises(TypeError, match="reliability"):
         rows_where_in(conn, t.user_reliability, "user_id", ("reliability",), ["u"])
+
+
+def test_store_connections_keep_statement_journals_and_sorts_in_memory(tmp_path):
+    """A multi-row INSERT inside the batch's transaction keeps an undo copy of the pages it changes (stored rows);
+    SQLite would spill it to an unlinked file under /var/tmp, outside the workspace and its secure_delete."""
+    raw, _ = _engines(tmp_path)
+    with raw.begin() as conn:
+        insert_rows(conn, t.records, [_record(i) for i in range(128)], False)
+        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # MEMORY
