@@ -12,7 +12,6 @@ from sqlalchemy import func, select, text
 
 from conftest import APP, make_client
 from datawheel.errors import ConsentRequired, NotFound
-from datawheel.store import group_commit
 from datawheel.store import tables as t
 from datawheel.store.group_commit import GroupCommitter
 
@@ -111,17 +110,20 @@ def test_a_failed_commit_fails_every_write_in_the_batch(ws, monkeypatch):
 
 
 def test_a_lone_write_is_served_and_the_writer_stops_when_idle(ws):
-    """The writer keeps one connection from batch to batch while it runs, and lets it go when it stops."""
+    """The writer keeps one connection and its lock file from batch to batch while it runs, and lets both go when it
+    stops."""
     pool = ws.store.engine.pool
     committer = GroupCommitter(ws.store.engine, idle_exit=0.2)
     assert committer.run(lambda batch: batch.read(text("SELECT 7")).scalar_one()) == 7
     assert committer.run(lambda batch: 8) == 8
     assert pool.checkedout() == 1  # the same connection served both batches
+    lock_fd = committer.writer_turn._fd
+    assert lock_fd is not None and committer.run(lambda batch: 0) == 0 and committer.writer_turn._fd == lock_fd
     thread = committer.worker.thread
     assert thread is not None
     thread.join(5)
     assert not thread.is_alive() and committer.worker.thread is None
-    assert pool.checkedout() == 0
+    assert pool.checkedout() == 0 and committer.writer_turn._fd is None  # and the lock file
     assert committer.run(lambda batch: 9) == 9  # a later write starts a new writer
 
 
@@ -299,17 +301,17 @@ def test_a_consent_withdrawn_after_a_write_was_queued_holds_for_it(ws, monkeypat
         ws.store.set_consent(user, {"training": True})
         _record(ws, user, require=_needs_training)  # an earlier batch read their consent
     before_turn: list = []
-    real_turn = group_commit.writer_turn
+    committer = ws.store._group_commit()
+    real_turn = committer.writer_turn
 
     @contextmanager
-    def turn(engine):
+    def turn():
         while before_turn:
             before_turn.pop()()
-        with real_turn(engine):
+        with real_turn():
             yield
 
-    monkeypatch.setattr(group_commit, "writer_turn", turn)
-    committer = ws.store._group_commit()
+    monkeypatch.setattr(committer, "writer_turn", turn)
     gate = _hold(committer)
     with ThreadPoolExecutor(3) as pool:
         futures = {user: pool.submit(_record, ws, user, require=_needs_training) for user in ("cw-a", "cw-b", "cw-c")}
@@ -552,3 +554,42 @@ def test_ids_are_uuid7_ordered_by_time_and_unique():
     # the bits after the clock vary: 74 random bits, not a counter
     tails = {int(v[13:], 16) & ((1 << 62) - 1) for v in ids}
     assert len(tails) == len(ids)
+
+
+def test_the_writer_turn_excludes_other_processes_and_a_killed_holder_lets_go(ws):
+    """The lock file held open between turns still gives one writer at a time across processes, and a process
+    killed while holding its turn releases it."""
+    import subprocess
+    import sys
+    import time
+
+    from datawheel.store.db import WriterTurn
+
+    turn = WriterTurn(ws.store.engine)
+    assert turn.path is not None
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys, time
+fd = os.open({turn.path!r}, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        got = threading.Event()
+
+        def take() -> None:
+            with turn():
+                got.set()
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        time.sleep(0.3)
+        assert not got.is_set()  # the other process has the turn
+        holder.kill()
+        assert got.wait(5)  # the kernel let go of the killed holder's lock
+        taker.join(5)
+    finally:
+        holder.kill()
+        holder.wait()
+        turn.close()

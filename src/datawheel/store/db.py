@@ -102,26 +102,43 @@ def write(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-@contextmanager
-def writer_turn(engine: Engine) -> Iterator[None]:
-    """Wait for this database's writer turn, across processes, before a write transaction (SQLite files only).
+class WriterTurn:
+    """This database's writer turn, across processes, taken before each write transaction (SQLite files only).
 
     Several server processes each run a group-commit writer. On SQLite a writer that finds the lock taken
     sleeps in its busy handler (1, 2, 5... up to 100 ms at a time) however soon the lock is released; an
     ``flock`` on a file beside the database wakes the next writer the moment the previous one is done, and
     the writes queued meanwhile join its batch. The kernel releases the lock of a killed process.
     PostgreSQL queues writers itself: nothing to do there.
+
+    The file stays open between turns (:meth:`close` lets it go): opening and closing it per batch were two
+    more system calls on which the writer thread gave up the GIL, and under load each time it took the GIL
+    back from a busy event loop cost it about a millisecond of timed waits.
     """
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:" or fcntl is None:
-        yield
-        return
-    fd = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)  # owner-only, like the database
-    try:
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self.path = f"{database}.writer-lock" if database and database != ":memory:" and fcntl is not None else None
+        self._fd: int | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # owner-only, like the database
+        fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases a lock still held
 
 
 def insert_ignore(conn: Connection, table: Any, values: dict) -> Any:

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Executable, MetaData, Result, Table, insert
 
 from datawheel.batching import BatchWorker
-from datawheel.store.db import insert_ignore_stmt, writer_turn
+from datawheel.store.db import WriterTurn, insert_ignore_stmt
 from datawheel.store.raw_sqlite import insert_rows
 
 T = TypeVar("T")
@@ -188,6 +188,8 @@ class GroupCommitter:
         self._keep = engine.dialect.name == "sqlite"
         #: held while a batch is written, by the writer thread or by a lone write on its caller's thread
         self._turn = threading.Lock()
+        #: this database's turn among processes (its lock file is let go with the kept connection)
+        self.writer_turn = WriterTurn(engine)
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def submit(self, fn: Callable[[Batch], T], user: str | None = None) -> Future[T]:
@@ -260,6 +262,7 @@ class GroupCommitter:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        self.writer_turn.close()
 
     def _commit(self, batch: list[tuple[Job, Future]]) -> None:
         with self._turn:
@@ -272,7 +275,7 @@ class GroupCommitter:
         done: list[tuple[Future, Any]] = []
         try:
             conn = self._connection()
-            with writer_turn(self.engine), conn.begin():
+            with self.writer_turn(), conn.begin():
                 named = list(dict.fromkeys(user for (_, user, _), _ in batch if user is not None))
                 shared = Batch(conn, self.read_users(conn, named) if named and self.read_users else None)
                 for (fn, _, waiter), future in batch:
