@@ -93,10 +93,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict], ignore_con
 def _rows_per_statement(left: int, most: int) -> int:
     """The largest power of two up to ``left`` and ``most``: a batch of any size is a few statements, and each
     table has a handful of statement texts (SQLite's statement cache keeps them prepared)."""
-    n = 1
-    while n * 2 <= min(left, most):
-        n *= 2
-    return n
+    return 1 << (min(left, most).bit_length() - 1)
 
 
 def _statement(plan: _Plan, n: int) -> str:
