@@ -460,15 +460,16 @@ def test_a_write_alone_on_its_loop_is_made_at_once_and_its_connection_let_go_whe
         assert "alone-1" in _users(ws) and committer.worker.thread is None  # no writer thread was needed
         bad = committer.submit_async(refused, alone=True)
         assert bad.done() and isinstance(bad.exception(), ConsentRequired)
-        company = committer.submit_async(_adds("not-alone"))  # others in flight: the writer thread, as ever
+        company = committer.submit_async(_adds("not-alone"))  # others in flight: made as the loop's turn ends
         assert not company.done()
         assert await company == "not-alone"
-        assert committer._conn is not None
+        assert committer._loop_conn is not None and committer.wal.is_open and committer.worker.thread is None
         for _ in range(200):  # kept while writes come, let go once they stop
             await asyncio.sleep(0.02)
-            if committer._conn is None and committer.worker.thread is None:
+            if committer._loop_conn is None:
                 break
-        assert committer._conn is None and committer.worker.thread is None
+        assert committer._loop_conn is None and not committer.wal.is_open and committer.writer_turn._fd is None
+        assert committer.worker.thread is None
 
     asyncio.run(main())
     assert "alone-refused" not in _users(ws) and committer.writes == 2

@@ -73,8 +73,10 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     # On the driver's connection: through SQLAlchemy's execution layer the BEGIN cost more than a lone insert.
-    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-        "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+    raw = conn.connection.driver_connection
+    if raw.in_transaction:  # type: ignore[union-attr]  # begun on the driver already (group_commit._begin_now)
+        return
+    raw.execute("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")  # type: ignore[union-attr]
 
 
 def make_engine(url: str) -> Engine:
@@ -126,14 +128,36 @@ class WriterTurn:
         if self.path is None:
             yield
             return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # owner-only, like the database
-        fd = self._fd
+        fd = self._open()
         fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def now(self) -> Iterator[bool]:
+        """The turn if no other process has it, without waiting: yields whether it was taken (an event loop's
+        write hands its batch to the writer thread rather than stall the loop)."""
+        if self.path is None:
+            yield True
+            return
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self) -> int:
+        assert self.path is not None
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # owner-only, like the database
+        return self._fd
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

@@ -6,8 +6,9 @@ write transaction (``BEGIN IMMEDIATE`` on SQLite), runs each function in turn,
 inserts the rows they deferred a few statements per table, commits once, and
 only then answers each caller. So:
 
-* durability is unchanged: a caller is answered after the commit holding its
-  write (``synchronous=FULL`` stays), never before;
+* a caller is answered only once the commit holding its write is durable:
+  synced by SQLite (``synchronous=FULL``) on the writer thread, or by the
+  log's sync for an event loop's commits (below), never before;
 * a write whose own check fails (a consent requirement, a missing row) raises
   in its own caller alone and leaves nothing behind: rows it deferred are
   dropped, and whatever it wrote directly went through :meth:`Batch.direct`
@@ -18,14 +19,23 @@ only then answers each caller. So:
 * a lone write does not wait for company: the writer starts a batch as soon as
   anything is queued. Batches form only while a commit is in flight, which is
   exactly when waiting is free;
-* a coroutine's write (:meth:`GroupCommitter.submit_async`) is answered on its
-  event loop, with the batch's other writes from that loop in one call: waking
-  the loop once per write cost more than the write's own insert;
+* a coroutine's write (:meth:`GroupCommitter.submit_async`) on SQLite is made on
+  its event loop's own thread: the writes the loop submits in one turn (those
+  of one shared forward pass, under load) are committed together as the turn
+  ends, on a connection that commits without SQLite's sync, and are answered
+  once a sync of the write-ahead log that started after their commit has
+  returned (``store/wal_sync.py``, on a helper thread; batches committed while
+  a sync runs share the next). A writer thread's every statement gave up the
+  GIL, and taking it back from the busy loop cost futex wake-ups and context
+  switches: a seventh of the server's CPU under load (issue 12);
+* the loop never waits for a lock: if the writer thread is busy or has writes
+  queued, another process has the writer turn, or another connection holds
+  SQLite's write lock, the turn's writes go to the writer thread instead, which
+  waits (and commits with ``synchronous=FULL``), as do all writes on PostgreSQL;
 * a coroutine's write that is *alone* (its caller says nothing else is in
-  flight on its loop) while the writer has nothing queued and no batch running
-  is written at once on the caller's thread, as a batch of one: handing it to
-  the writer thread and waking the loop back cost a lone predict a tenth of its
-  CPU. Batches still form under load, where nothing is alone.
+  flight on its loop) is committed and the log synced at once, on the caller's
+  thread, and the future is resolved on return: handing it to another thread
+  and waking the loop back cost a lone predict a tenth of its CPU.
 
 Why deferred rows: the common write is one plain INSERT whose checks are
 reads. Run one by one, each costs a statement build, a savepoint and its
@@ -41,13 +51,15 @@ SQLite, it keeps its connection from one batch to the next (checking one out
 and back in cost a sixth of a lone write's time); on PostgreSQL it checks one
 out per batch, so the pool's pre-ping still catches a connection the server
 dropped before a batch is lost to it. After a failed batch the connection is
-let go either way.
+let go either way. The loop's connection is kept and let go the same way, but
+never back into the pool: it commits without a sync and waits for no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -57,7 +69,8 @@ from sqlalchemy import Connection, Engine, Executable, MetaData, Result, Table, 
 
 from datawheel.batching import BatchWorker
 from datawheel.store.db import WriterTurn, insert_ignore_stmt
-from datawheel.store.raw_sqlite import insert_rows
+from datawheel.store.raw_sqlite import driver, insert_rows
+from datawheel.store.wal_sync import WalSync, settle
 
 T = TypeVar("T")
 
@@ -191,6 +204,14 @@ class GroupCommitter:
         #: this database's turn among processes (its lock file is let go with the kept connection)
         self.writer_turn = WriterTurn(engine)
         self._idle_timer: asyncio.TimerHandle | None = None
+        #: SQLite files: a coroutine's writes are made on its loop's thread, on a connection of their own that
+        #: commits without SQLite's sync and never waits for a lock (``_loop_conn``), and made durable by a sync
+        #: of the log (``wal``); PostgreSQL and in-memory SQLite keep the writer thread
+        self.wal = WalSync() if self.writer_turn.path is not None else None
+        self._loop_conn: Connection | None = None
+        self._log_path: str | None = None
+        #: each loop's writes submitted in its current turn, made together at the turn's end
+        self._on_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
 
     def submit(self, fn: Callable[[Batch], T], user: str | None = None) -> Future[T]:
         """Queue ``fn`` for the next shared transaction; the future resolves once that has committed.
@@ -213,35 +234,92 @@ class GroupCommitter:
         waiter: asyncio.Future[T] = loop.create_future()
         if alone and not self.worker.queued() and self._write_now(fn, user, waiter, loop):
             return waiter
-        self.worker.submit((fn, user, waiter))
+        if self.wal is None or self.wal.failed is not None:
+            self.worker.submit((fn, user, waiter))
+            return waiter
+        pending = self._on_loop.get(loop)
+        if pending is None:
+            pending = self._on_loop[loop] = []
+            loop.call_soon(self._flush_on_loop, loop, pending)
+        pending.append((fn, user, waiter))
         return waiter
 
     def _write_now(self, fn: Callable[[Batch], T], user: str | None, waiter: asyncio.Future[T],
                    loop: asyncio.AbstractEventLoop) -> bool:
-        """Write ``fn`` as a batch of one if the writer is idle (nothing queued, no batch running); False if not."""
-        if not self._turn.acquire(blocking=False):
+        """Write ``fn`` as a batch of one, durably, if the writer is idle (nothing queued, no batch running) and the
+        database's lock is free; False (nothing done) if not."""
+        batch: list[tuple[Job, Future]] = [((fn, user, None), Future())]
+        if self.wal is None:  # PostgreSQL: the writer thread's transaction, on this thread
+            if not self._turn.acquire(blocking=False):
+                return False
+            try:
+                if self.worker.queued():  # queued meanwhile: it goes first, with the worker
+                    return False
+                self._write(batch)
+            finally:
+                self._turn.release()
+        elif self.wal.failed is not None or not self._write_on_loop(batch):
+            return False
+        elif _succeeded(batch):
+            try:
+                self.wal.sync_now()
+            except Exception as exc:  # noqa: BLE001 - committed but not known durable: not reported stored
+                settle([(waiter, batch[0][1])], exc)
+                return True
+        settle([(waiter, batch[0][1])])
+        self._idle_later(loop)
+        return True
+
+    def _flush_on_loop(self, loop: asyncio.AbstractEventLoop, pending: list[Job]) -> None:
+        """The writes this loop submitted in one turn: one transaction on this thread if the writer and the lock
+        are free this moment, answered after the log's next sync; otherwise the writer thread's, as ever."""
+        if self._on_loop.get(loop) is pending:
+            del self._on_loop[loop]
+        batch: list[tuple[Job, Future]] = [(job, Future()) for job in pending]
+        assert self.wal is not None
+        if self.wal.failed is not None or not self._write_on_loop(batch):
+            for job in pending:
+                self.worker.submit(job)
+            return
+        outcomes = [(waiter, future) for (_, _, waiter), future in batch if waiter is not None]
+        settle([o for o in outcomes if not _stored(o[1])])  # refused or failed: nothing to make durable
+        stored = [o for o in outcomes if _stored(o[1])]
+        if stored:
+            self.wal.after_commit(loop, stored)
+        self._idle_later(loop)
+
+    def _write_on_loop(self, batch: list[tuple[Job, Future]]) -> bool:
+        """Commit ``batch`` (without SQLite's sync) on this thread if the writer is idle and no other process or
+        connection holds the database's lock; False, having done nothing, if not. On True every future is done."""
+        assert self.wal is not None
+        if self.worker.queued() or not self._turn.acquire(blocking=False):
             return False
         try:
             if self.worker.queued():  # queued meanwhile: it goes first, with the worker
                 return False
-            future: Future[T] = Future()
-            self._write([((fn, user, None), future)])
+            if self._loop_conn is None and not self._open_loop_connection():
+                return False  # (a failure to connect is the writer thread's to report, as ever)
+            return self._write(batch, on_loop=True)
         finally:
             self._turn.release()
-        exc = future.exception()
-        if exc is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(future.result())
-        if self._keep:  # let the kept connection go once writes stop, as the writer thread does when idle
+
+    def _idle_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let the kept connections go once writes stop, as the writer thread does when idle."""
+        if self._keep:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            self._idle_timer = loop.call_later(self.worker.idle_exit, self._release_if_idle)
-        return True
+            self._idle_timer = loop.call_later(self.worker.idle_exit, self._release_if_idle, loop)
 
-    def _release_if_idle(self) -> None:
+    def _release_if_idle(self, loop: asyncio.AbstractEventLoop) -> None:
         self._idle_timer = None
-        if self.worker.thread is None and not self.worker.queued():  # a running writer lets it go itself
+        if (self.wal is not None and not self.wal.idle()) or not self._turn.acquire(blocking=False):
+            self._idle_later(loop)  # writes still waiting for a sync, or a batch running: later
+            return
+        try:
+            self._close_loop()
+        finally:
+            self._turn.release()
+        if self.worker.thread is None and not self.worker.queued():  # a running writer lets its own go
             self._release()
 
     def run(self, fn: Callable[[Batch], T], user: str | None = None) -> T:
@@ -264,6 +342,40 @@ class GroupCommitter:
             conn.close()
         self.writer_turn.close()
 
+    def _open_loop_connection(self) -> bool:
+        """The loop's connection; False (and the writer thread from now on) if the database keeps no write-ahead
+        log, whose sync is what makes the loop's commits durable."""
+        assert self.wal is not None
+        try:
+            conn = self.engine.connect().execution_options(write=True)
+        except Exception:  # noqa: BLE001 - see _write_on_loop
+            return False
+        raw = _driver(conn)
+        if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.close()
+            self.wal.failed = RuntimeError("the database keeps no write-ahead log")
+            return False
+        raw.execute("PRAGMA synchronous=NORMAL")  # the log sync (``wal``) makes a commit durable instead
+        raw.execute("PRAGMA busy_timeout=0")  # the lock held elsewhere: the writer thread waits, not the loop
+        self._loop_conn = conn
+        return True
+
+    def _close_loop(self) -> None:
+        """Let the loop's connection go; never back to the pool, where another user would get its settings."""
+        conn, self._loop_conn, self._log_path = self._loop_conn, None, None
+        if conn is not None:
+            conn.invalidate()
+            conn.close()
+        if self.wal is not None:
+            self.wal.close()
+
+    def _log_path_of(self, conn: Connection) -> str:
+        """The write-ahead log of ``conn``'s database, as SQLite names it (after resolving links)."""
+        if self._log_path is None:
+            rows = _driver(conn).execute("PRAGMA database_list").fetchall()
+            self._log_path = next(file for _, name, file in rows if name == "main") + "-wal"
+        return self._log_path
+
     def _commit(self, batch: list[tuple[Job, Future]]) -> None:
         with self._turn:
             try:
@@ -271,11 +383,25 @@ class GroupCommitter:
             finally:
                 _wake(batch)
 
-    def _write(self, batch: list[tuple[Job, Future]]) -> None:
+    def _write(self, batch: list[tuple[Job, Future]], *, on_loop: bool = False) -> bool:
+        """One transaction for the batch; each future gets its write's outcome.
+
+        ``on_loop``: on the loop's connection, taking neither the writer turn nor SQLite's lock if either is held
+        elsewhere: then False, and nothing was done.
+        """
         done: list[tuple[Future, Any]] = []
         try:
-            conn = self._connection()
-            with self.writer_turn(), conn.begin():
+            conn = self._loop_conn if on_loop else self._connection()
+            assert conn is not None
+            with contextlib.ExitStack() as held:
+                if not on_loop:
+                    held.enter_context(self.writer_turn())
+                elif not held.enter_context(self.writer_turn.now()) or not _begin_now(conn):
+                    return False
+                else:  # in the transaction, so the log exists and is the one this connection writes
+                    assert self.wal is not None
+                    self.wal.open(self._log_path_of(conn))
+                held.enter_context(conn.begin())
                 named = list(dict.fromkeys(user for (_, user, _), _ in batch if user is not None))
                 shared = Batch(conn, self.read_users(conn, named) if named and self.read_users else None)
                 for (fn, _, waiter), future in batch:
@@ -292,19 +418,23 @@ class GroupCommitter:
                         done.append((future, result))
                 shared._flush()
         except BaseException as exc:  # the transaction failed: nothing of this batch is kept
-            self._close()  # nor the connection, which may be what failed
+            if on_loop:  # nor the connection, which may be what failed
+                self._close_loop()
+            else:
+                self._close()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            return
+            return True
         if not self._keep:
             self._close()
         self.batches += 1
         self.writes += len(done)
         for future, result in done:
             future.set_result(result)
+        return True
 
 
 def _wake(batch: list[tuple[Job, Future]]) -> None:
@@ -315,19 +445,31 @@ def _wake(batch: list[tuple[Job, Future]]) -> None:
             by_loop.setdefault(waiter.get_loop(), []).append((waiter, future))
     for loop, outcomes in by_loop.items():
         with contextlib.suppress(RuntimeError):  # raised when the loop has closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, outcomes)
+            loop.call_soon_threadsafe(settle, outcomes)
 
 
-def _settle(outcomes: list[tuple[asyncio.Future, Future]]) -> None:
-    """On the loop: each waiter gets its write's outcome (a write the batch never ran fails, never hangs)."""
-    for waiter, future in outcomes:
-        if waiter.done():
-            continue
-        if future.cancelled():
-            waiter.cancel()
-        elif not future.done():
-            waiter.set_exception(RuntimeError("the group commit stopped before this write ran"))
-        elif (exc := future.exception()) is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(future.result())
+def _stored(future: Future) -> bool:
+    """The write ran and returned: its rows are in the commit."""
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _succeeded(batch: list[tuple[Job, Future]]) -> bool:
+    return any(_stored(future) for _, future in batch)
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    raw = driver(conn)
+    assert raw is not None, "the loop's commits run on SQLite only"
+    return raw
+
+
+def _begin_now(conn: Connection) -> bool:
+    """``BEGIN IMMEDIATE`` on the driver if SQLite's write lock is free (the connection waits for no lock);
+    False if another connection holds it. SQLAlchemy's begin that follows finds the transaction open."""
+    try:
+        _driver(conn).execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    return True

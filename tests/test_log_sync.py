@@ -1,0 +1,271 @@
+"""An event loop's group commits on SQLite: made on the loop without SQLite's sync, answered only after a sync of
+the write-ahead log that started after their commit, and never waiting on a lock held elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from datawheel.store import tables as t
+from datawheel.store import wal_sync
+from datawheel.store.db import utcnow
+from datawheel.store.group_commit import GroupCommitter
+
+
+def _adds(user: str):
+    def write(batch):
+        now = utcnow()
+        batch.defer(t.users, {"user_id": user, "consent_training": False, "consent_analytics": False,
+                              "consent_updated_at": now, "created_at": now})
+        return user
+    return write
+
+
+def _users(ws) -> set[str]:
+    with ws.store.engine.connect() as conn:
+        return set(conn.execute(select(t.users.c.user_id)).scalars())
+
+
+def _log(ws) -> str:
+    return ws.store.engine.url.database + "-wal"
+
+
+class GatedSync:
+    """``os.fdatasync`` as the log sync calls it, each call held until the test lets it go; notes what it synced."""
+
+    def __init__(self) -> None:
+        self.real = os.fdatasync
+        self.started: list[threading.Event] = [threading.Event() for _ in range(8)]
+        self.gates: list[threading.Event] = [threading.Event() for _ in range(8)]
+        self.inodes: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        n = len(self.inodes)
+        self.inodes.append(os.fstat(fd).st_ino)
+        self.started[n].set()
+        assert self.gates[n].wait(10), "the test never let the sync go"
+        self.real(fd)
+
+
+@pytest.fixture
+def gated(monkeypatch) -> GatedSync:
+    sync = GatedSync()
+    monkeypatch.setattr(wal_sync.os, "fdatasync", sync)
+    return sync
+
+
+async def _until(event: threading.Event) -> None:
+    for _ in range(1000):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never happened")
+
+
+def test_a_loop_turns_writes_are_committed_together_and_answered_only_after_the_log_is_synced(ws, gated):
+    committer = GroupCommitter(ws.store.engine)
+
+    async def main() -> None:
+        waiters = [committer.submit_async(_adds(f"ls-{n}")) for n in range(4)]
+        await _until(gated.started[0])
+        assert _users(ws) >= {f"ls-{n}" for n in range(4)}  # committed, in one transaction...
+        assert committer.batches == 1 and committer.worker.thread is None
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waiters)  # ...but nobody is told before the sync returns
+        gated.gates[0].set()
+        assert await asyncio.gather(*waiters) == [f"ls-{n}" for n in range(4)]
+
+    asyncio.run(main())
+    assert gated.inodes == [os.stat(_log(ws)).st_ino]  # the file SQLite writes its log to
+
+
+def test_a_commit_made_while_a_sync_runs_waits_for_the_next_sync(ws, gated):
+    committer = GroupCommitter(ws.store.engine)
+
+    async def main() -> None:
+        first = committer.submit_async(_adds("ls-first"))
+        await _until(gated.started[0])
+        second = committer.submit_async(_adds("ls-second"))  # committed during the first sync: not covered by it
+        await asyncio.sleep(0.05)
+        assert "ls-second" in _users(ws) and not second.done()
+        gated.gates[0].set()
+        assert await first == "ls-first"
+        await _until(gated.started[1])
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        gated.gates[1].set()
+        assert await second == "ls-second"
+
+    asyncio.run(main())
+    assert len(gated.inodes) == 2
+
+
+def test_a_refused_write_is_answered_without_waiting_for_the_sync(ws, gated):
+    committer = GroupCommitter(ws.store.engine)
+
+    def refused(batch):
+        batch.defer(t.users, {"user_id": "ls-refused"})
+        raise PermissionError("refused for the test")
+
+    async def main() -> None:
+        kept = committer.submit_async(_adds("ls-kept"))
+        bad = committer.submit_async(refused)
+        with pytest.raises(PermissionError):
+            await asyncio.wait_for(bad, 5)
+        assert not kept.done()
+        gated.gates[0].set()
+        assert await kept == "ls-kept"
+
+    asyncio.run(main())
+    assert "ls-refused" not in _users(ws)
+
+
+def test_a_failed_sync_fails_its_writes_and_sqlites_own_sync_takes_over(ws, monkeypatch):
+    committer = GroupCommitter(ws.store.engine)
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(wal_sync.os, "fdatasync", broken)
+
+    async def main() -> None:
+        lost = committer.submit_async(_adds("ls-unsynced"))
+        with pytest.raises(OSError):
+            await asyncio.wait_for(lost, 5)  # committed, but not known durable: not reported stored
+        later = committer.submit_async(_adds("ls-later"))
+        assert await asyncio.wait_for(later, 5) == "ls-later"
+        assert committer.worker.thread is not None  # the writer thread, with synchronous=FULL, from now on
+        alone = committer.submit_async(_adds("ls-alone"), alone=True)
+        assert await asyncio.wait_for(alone, 5) == "ls-alone"
+
+    asyncio.run(main())
+    assert committer.wal is not None and committer.wal.failed is not None
+
+
+def test_a_lone_write_is_synced_before_it_returns(ws, monkeypatch):
+    committer = GroupCommitter(ws.store.engine)
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def sync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(wal_sync.os, "fdatasync", sync)
+
+    async def main() -> None:
+        stored = committer.submit_async(_adds("ls-lone"), alone=True)
+        assert stored.done() and stored.result() == "ls-lone" and synced == [os.stat(_log(ws)).st_ino]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_lock_held_by_another_connection_never_stalls_the_loop(ws, alone):
+    """SQLite's write lock held elsewhere (a cycle's transaction, another program): the loop's writes go to the
+    writer thread, which waits for it, while the loop goes on serving."""
+    committer = GroupCommitter(ws.store.engine)
+    other = sqlite3.connect(ws.store.engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def main() -> int:
+        ticks = 0
+        started = time.monotonic()
+        stored = committer.submit_async(_adds("ls-behind-lock"), alone=alone)
+        for _ in range(20):  # the loop runs on while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        # a loop waiting in SQLite's busy handler would have stalled for its whole timeout (30 s) first
+        assert time.monotonic() - started < 10 and not stored.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(stored, 10) == "ls-behind-lock"
+        return ticks
+
+    try:
+        assert asyncio.run(main()) == 20
+    finally:
+        other.close()
+    assert committer.worker.thread is not None  # the writer thread took it
+
+
+def test_the_turn_held_by_another_writer_hands_the_loops_writes_to_the_writer_thread(ws):
+    committer = GroupCommitter(ws.store.engine)
+    assert committer.writer_turn.path is not None
+    fd = os.open(committer.writer_turn.path, os.O_RDWR | os.O_CREAT, 0o600)  # another process's writer, in effect
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    async def main() -> None:
+        stored = committer.submit_async(_adds("ls-behind-turn"))
+        await asyncio.sleep(0.1)
+        assert not stored.done()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert await asyncio.wait_for(stored, 10) == "ls-behind-turn"
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(fd)
+    assert committer.worker.thread is not None
+
+
+def test_the_loops_connection_is_let_go_when_idle_and_never_back_to_the_pool(ws):
+    """The loop's connection commits without SQLite's sync and waits for no lock: no other user may get it."""
+    committer = GroupCommitter(ws.store.engine, idle_exit=0.1)
+
+    async def main() -> None:
+        assert await committer.submit_async(_adds("ls-idle")) == "ls-idle"
+        assert committer._loop_conn is not None and committer.wal is not None and committer.wal.is_open
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if committer._loop_conn is None:
+                break
+        assert committer._loop_conn is None and not committer.wal.is_open
+
+    asyncio.run(main())
+    for _ in range(3):  # whatever the pool hands out keeps the store's settings
+        with ws.store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == 30000
+
+
+def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws, monkeypatch):
+    """Concurrent predicts over the API: every answered prediction's record is stored, and their writes went
+    through the loop's commits and the log sync, not the writer thread."""
+    import numpy as np
+
+    from conftest import APP, make_client
+    from datawheel.tasks.image import to_png_base64
+
+    syncs: list[int] = []
+    real = os.fdatasync
+
+    def sync(fd: int) -> None:
+        syncs.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(wal_sync.os, "fdatasync", sync)
+    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
+    with make_client(ws) as client:
+        async def burst() -> list:
+            import httpx
+
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                return await asyncio.gather(*[
+                    http.post("/v1/predict", headers=APP, json={"user_id": f"lc-{n}", "input": {"image": image}})
+                    for n in range(24)])
+
+        answers = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+    ids = {r.json()["interaction_id"] for r in answers}
+    with ws.store.engine.connect() as conn:
+        stored = set(conn.execute(select(t.records.c.id).where(t.records.c.id.in_(ids))).scalars())
+    assert stored == ids and syncs
