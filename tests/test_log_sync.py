@@ -269,3 +269,27 @@ def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws
     with ws.store.engine.connect() as conn:
         stored = set(conn.execute(select(t.records.c.id).where(t.records.c.id.in_(ids))).scalars())
     assert stored == ids and syncs
+
+
+def test_writes_that_find_the_turn_taken_are_retried_on_the_loop_with_those_submitted_meanwhile(ws):
+    """Another server worker holds the turn for a moment: the loop's writes wait for it on the loop (taking the
+    writes submitted meanwhile along), not in the writer thread."""
+    committer = GroupCommitter(ws.store.engine, lock_wait=30)
+    assert committer.writer_turn.path is not None
+    fd = os.open(committer.writer_turn.path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    async def main() -> list[str]:
+        first = committer.submit_async(_adds("lr-first"))
+        await asyncio.sleep(0.02)  # several retries find the turn taken
+        second = committer.submit_async(_adds("lr-second"))
+        await asyncio.sleep(0.02)
+        assert not first.done() and not second.done() and committer.batches == 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return list(await asyncio.wait_for(asyncio.gather(first, second), 10))
+
+    try:
+        assert asyncio.run(main()) == ["lr-first", "lr-second"]
+    finally:
+        os.close(fd)
+    assert committer.batches == 1 and committer.worker.thread is None

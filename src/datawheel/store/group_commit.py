@@ -76,6 +76,11 @@ T = TypeVar("T")
 
 MAX_BATCH = 128
 IDLE_EXIT_SECONDS = 5.0
+#: while another process or connection holds the lock, a loop retries its writes this often, for this long, before
+#: the writer thread (which waits for the lock) takes them: another server worker holds it for a fraction of a
+#: millisecond, and handing the writes over made that worker's next batch find the lock taken in turn
+RETRY_SECONDS = 0.001
+LOCK_WAIT_SECONDS = 0.05
 
 
 class Batch:
@@ -187,8 +192,10 @@ Job = tuple[Callable[[Batch], Any], str | None, "asyncio.Future[Any] | None"]
 
 class GroupCommitter:
     def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, idle_exit: float = IDLE_EXIT_SECONDS,
-                 read_users: Callable[[Connection, list[str]], Mapping[str, Any]] | None = None) -> None:
+                 read_users: Callable[[Connection, list[str]], Mapping[str, Any]] | None = None,
+                 lock_wait: float = LOCK_WAIT_SECONDS) -> None:
         self.engine = engine
+        self.lock_wait = lock_wait
         self.read_users = read_users
         self.worker: BatchWorker[Job] = BatchWorker(self._commit, name="datawheel-group-commit", max_batch=max_batch,
                                                     idle_exit=idle_exit, on_exit=self._release)
@@ -211,7 +218,7 @@ class GroupCommitter:
         self._loop_conn: Connection | None = None
         self._log_path: str | None = None
         #: each loop's writes submitted in its current turn, made together at the turn's end
-        self._on_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        self._on_loop: dict[asyncio.AbstractEventLoop, _Pending] = {}
 
     def submit(self, fn: Callable[[Batch], T], user: str | None = None) -> Future[T]:
         """Queue ``fn`` for the next shared transaction; the future resolves once that has committed.
@@ -239,7 +246,7 @@ class GroupCommitter:
             return waiter
         pending = self._on_loop.get(loop)
         if pending is None:
-            pending = self._on_loop[loop] = []
+            pending = self._on_loop[loop] = _Pending()
             loop.call_soon(self._flush_on_loop, loop, pending)
         pending.append((fn, user, waiter))
         return waiter
@@ -270,23 +277,36 @@ class GroupCommitter:
         self._idle_later(loop)
         return True
 
-    def _flush_on_loop(self, loop: asyncio.AbstractEventLoop, pending: list[Job]) -> None:
+    def _flush_on_loop(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
         """The writes this loop submitted in one turn: one transaction on this thread if the writer and the lock
-        are free this moment, answered after the log's next sync; otherwise the writer thread's, as ever."""
+        are free, answered after the log's next sync. While they are not, retried every ``RETRY_SECONDS`` with the
+        writes submitted meanwhile, and after ``lock_wait`` handed to the writer thread, which waits."""
         if self._on_loop.get(loop) is pending:
             del self._on_loop[loop]
-        batch: list[tuple[Job, Future]] = [(job, Future()) for job in pending]
         assert self.wal is not None
-        if self.wal.failed is not None or not self._write_on_loop(batch):
-            for job in pending:
-                self.worker.submit(job)
+        batch: list[tuple[Job, Future]] = [(job, Future()) for job in pending]
+        if self.wal.failed is None and self._write_on_loop(batch):
+            outcomes = [(waiter, future) for (_, _, waiter), future in batch if waiter is not None]
+            settle([o for o in outcomes if not _stored(o[1])])  # refused or failed: nothing to make durable
+            stored = [o for o in outcomes if _stored(o[1])]
+            if stored:
+                self.wal.after_commit(loop, stored)
+            self._idle_later(loop)
             return
-        outcomes = [(waiter, future) for (_, _, waiter), future in batch if waiter is not None]
-        settle([o for o in outcomes if not _stored(o[1])])  # refused or failed: nothing to make durable
-        stored = [o for o in outcomes if _stored(o[1])]
-        if stored:
-            self.wal.after_commit(loop, stored)
-        self._idle_later(loop)
+        now = loop.time()
+        if pending.since is None:
+            pending.since = now
+        if self.wal.failed is None and now - pending.since < self.lock_wait:
+            newer = self._on_loop.get(loop)
+            if newer is not None:  # writes submitted since: all go with them, at their turn's flush
+                newer[:0] = pending
+                newer.since = pending.since
+            else:
+                self._on_loop[loop] = pending
+                loop.call_later(RETRY_SECONDS, self._flush_on_loop, loop, pending)
+            return
+        for job in pending:
+            self.worker.submit(job)
 
     def _write_on_loop(self, batch: list[tuple[Job, Future]]) -> bool:
         """Commit ``batch`` (without SQLite's sync) on this thread if the writer is idle and no other process or
@@ -446,6 +466,12 @@ def _wake(batch: list[tuple[Job, Future]]) -> None:
     for loop, outcomes in by_loop.items():
         with contextlib.suppress(RuntimeError):  # raised when the loop has closed: nobody is waiting any more
             loop.call_soon_threadsafe(settle, outcomes)
+
+
+class _Pending(list[Job]):
+    """A loop's writes waiting for their transaction, and since when they have found the lock taken."""
+
+    since: float | None = None
 
 
 def _stored(future: Future) -> bool:
