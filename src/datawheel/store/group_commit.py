@@ -30,8 +30,10 @@ only then answers each caller. So:
   switches: a seventh of the server's CPU under load (issue 12);
 * the loop never waits for a lock: if the writer thread is busy or has writes
   queued, another process has the writer turn, or another connection holds
-  SQLite's write lock, the turn's writes go to the writer thread instead, which
-  waits (and commits with ``synchronous=FULL``), as do all writes on PostgreSQL;
+  SQLite's write lock, the turn's writes are tried again a millisecond later
+  with those submitted meanwhile, and after ``lock_wait`` go to the writer
+  thread, which waits (and commits with ``synchronous=FULL``), as do all writes
+  on PostgreSQL;
 * a coroutine's write that is *alone* (its caller says nothing else is in
   flight on its loop) is committed and the log synced at once, on the caller's
   thread, and the future is resolved on return: handing it to another thread
