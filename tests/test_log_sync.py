@@ -293,3 +293,50 @@ def test_writes_that_find_the_turn_taken_are_retried_on_the_loop_with_those_subm
     finally:
         os.close(fd)
     assert committer.batches == 1 and committer.worker.thread is None
+
+
+def test_unchecked_pages_are_read_as_sqlite_counts_them(tmp_path):
+    """The log's index read as https://www.sqlite.org/walformat.html lays it out agrees with SQLite's own count."""
+    db = str(tmp_path / "count.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE x (v BLOB)")
+    for n in range(40):
+        conn.execute("INSERT INTO x VALUES (?)", (os.urandom(3000 + n),))
+    before = wal_sync._unchecked_pages(db)
+    _, logged, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert before == logged > 40 and copied == logged
+    assert wal_sync._unchecked_pages(db) == 0
+    conn.execute("INSERT INTO x VALUES (x'00')")
+    assert wal_sync._unchecked_pages(db) >= 1
+    conn.close()
+    assert wal_sync._unchecked_pages(str(tmp_path / "missing.db")) == 0
+
+
+def test_the_sync_thread_checkpoints_the_log_so_the_loop_need_not(ws, monkeypatch):
+    monkeypatch.setattr(wal_sync, "CHECKPOINT_PAGES", 8)
+    monkeypatch.setattr(wal_sync, "CHECKPOINT_LOOK_SECONDS", 0.0)
+    committer = GroupCommitter(ws.store.engine)
+    threads: list[str] = []
+    real = wal_sync.WalSync._checkpoint
+
+    def checkpoint(self) -> None:
+        threads.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(wal_sync.WalSync, "_checkpoint", checkpoint)
+    db = ws.store.engine.url.database
+
+    async def main() -> bool:
+        for round_ in range(6):  # far fewer pages than the loop's own threshold (LOOP_CHECKPOINT_PAGES)
+            await asyncio.gather(*[committer.submit_async(_adds(f"ck-{round_}-{n}")) for n in range(20)])
+        for n in range(500):
+            if wal_sync._unchecked_pages(db) < 8:
+                return True
+            await asyncio.sleep(0.01)
+            await committer.submit_async(_adds(f"ck-more-{n}"))  # a sync, after which the thread looks again
+        return False
+
+    assert asyncio.run(main())  # the log was copied into the database...
+    assert threads and set(threads) == {"datawheel-log-sync"}  # ...by the sync thread

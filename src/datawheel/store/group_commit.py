@@ -72,7 +72,7 @@ from sqlalchemy import Connection, Engine, Executable, MetaData, Result, Table, 
 from datawheel.batching import BatchWorker
 from datawheel.store.db import WriterTurn, insert_ignore_stmt
 from datawheel.store.raw_sqlite import driver, insert_rows
-from datawheel.store.wal_sync import WalSync, settle
+from datawheel.store.wal_sync import LOOP_CHECKPOINT_PAGES, WalSync, settle
 
 T = TypeVar("T")
 
@@ -379,6 +379,7 @@ class GroupCommitter:
             return False
         raw.execute("PRAGMA synchronous=NORMAL")  # the log sync (``wal``) makes a commit durable instead
         raw.execute("PRAGMA busy_timeout=0")  # the lock held elsewhere: the writer thread waits, not the loop
+        raw.execute(f"PRAGMA wal_autocheckpoint={LOOP_CHECKPOINT_PAGES}")  # the sync thread checkpoints instead
         self._loop_conn = conn
         return True
 
