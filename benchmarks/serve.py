@@ -229,7 +229,7 @@ def bench(name: str, cmd: list[str], port: int, script: Path, connections: list[
             after = tree_cpu(proc.pid)
             r["cpu_ms"] = None if before is None or after is None else 1e3 * (after - before) / max(r["requests"], 1)
             cpu = "-" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f}"
-            print(f"  {name:12} c={c:<4} {r['rps']:8.1f} req/s  p50 {r['p50']:8.1f} ms  p99 {r['p99']:8.1f} ms  "
+            print(f"  {name:12} c={c:<4} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.1f} ms  "
                   f"errors {r['errors']}  cpu {cpu} ms/req", file=sys.stderr)
         return results
     finally:
@@ -248,7 +248,7 @@ def table(results: dict[str, dict[int, dict]], connections: list[int]) -> str:
         for c in connections:
             r = runs[c]
             cpu = "-" if r.get("cpu_ms") is None else f"{r['cpu_ms']:.2f}"
-            rows.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {cpu} |")
+            rows.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.1f} | {r['errors']} | {cpu} |")
     out = "\n".join(rows)
     if "baseline" in results and 32 in connections:
         base = max(results["baseline"][32]["rps"], 1e-9)
