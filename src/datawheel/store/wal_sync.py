@@ -79,11 +79,11 @@ _Round = tuple[int, int | None, asyncio.AbstractEventLoop, _Rounds, list[Outcome
 class WalSync:
     def __init__(self) -> None:
         self._fd: int | None = None
+        self._dir_fd: int | None = None  # set by open(), synced (and closed) by the next round
         self._database: str | None = None
         self._checkpoint_conn: sqlite3.Connection | None = None  # the sync thread's own
         self._checkpointed_at = 0.0
         self._checkpoint_queued = False
-        self._dir_fd: int | None = None  # set by open(), synced (and closed) by the next round
         #: the thread that syncs (started on first use, gone when idle); asyncio's ``run_in_executor`` did more
         #: Python work per round on both threads, each of them taking the GIL: 10 % more server CPU per request
         self._syncer: BatchWorker[_Round | None] = BatchWorker(self._run_rounds, name="datawheel-log-sync",
@@ -136,6 +136,8 @@ class WalSync:
 
     def sync_now(self) -> None:
         """Sync the log on the caller's thread (a lone write, whose caller has nothing else to do meanwhile)."""
+        if self.failed is not None:
+            raise self.failed
         fd, dir_fd = self._take()
         try:
             _sync(fd, dir_fd)
@@ -164,6 +166,9 @@ class WalSync:
     def _start(self, loop: asyncio.AbstractEventLoop, rounds: _Rounds) -> None:
         outcomes, rounds.waiting = rounds.waiting, []
         rounds.running = True
+        if self.failed is not None:  # a later sync proves nothing about the pages an earlier one lost
+            self._finish(loop, rounds, outcomes, self.failed)
+            return
         try:
             fd, dir_fd = self._take()
         except BaseException as exc:  # noqa: BLE001 - no sync: every outcome of the round fails, never hangs
@@ -172,7 +177,8 @@ class WalSync:
         self._syncer.submit((fd, dir_fd, loop, rounds, outcomes))
 
     def _checkpoint_later(self) -> None:
-        """Have the sync thread checkpoint the log if it has not for ``CHECKPOINT_SECONDS``; on the loop."""
+        """Have the sync thread look at the log, and checkpoint it if it is long, at most every
+        ``CHECKPOINT_LOOK_SECONDS``; on the loop."""
         now = time.monotonic()
         if not self._checkpoint_queued and now - self._checkpointed_at >= CHECKPOINT_LOOK_SECONDS:
             self._checkpointed_at, self._checkpoint_queued = now, True
