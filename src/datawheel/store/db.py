@@ -138,7 +138,7 @@ class WriterTurn:
     @contextmanager
     def now(self) -> Iterator[bool]:
         """The turn if no other process has it, without waiting: yields whether it was taken (an event loop's
-        write hands its batch to the writer thread rather than stall the loop)."""
+        writes try again a moment later, or go to the writer thread, rather than stall the loop)."""
         if self.path is None:
             yield True
             return
