@@ -257,25 +257,19 @@ class GroupCommitter:
                    loop: asyncio.AbstractEventLoop) -> bool:
         """Write ``fn`` as a batch of one, durably, if the writer is idle (nothing queued, no batch running) and the
         database's lock is free; False (nothing done) if not."""
-        batch: list[tuple[Job, Future]] = [((fn, user, None), Future())]
-        if self.wal is None:  # PostgreSQL: the writer thread's transaction, on this thread
-            if not self._turn.acquire(blocking=False):
-                return False
-            try:
-                if self.worker.queued():  # queued meanwhile: it goes first, with the worker
-                    return False
-                self._write(batch)
-            finally:
-                self._turn.release()
-        elif self.wal.failed is not None or not self._write_on_loop(batch):
+        future: Future[T] = Future()
+        if self.wal is not None and self.wal.failed is not None:
             return False
-        elif _succeeded(batch):
+        # without a log to sync (PostgreSQL): the writer thread's transaction, on this thread
+        if not self._write_here([((fn, user, None), future)], on_loop=self.wal is not None):
+            return False
+        if self.wal is not None and _stored(future):
             try:
                 self.wal.sync_now()
             except Exception as exc:  # noqa: BLE001 - committed but not known durable: not reported stored
-                settle([(waiter, batch[0][1])], exc)
+                settle([(waiter, future)], exc)
                 return True
-        settle([(waiter, batch[0][1])])
+        settle([(waiter, future)])
         self._idle_later(loop)
         return True
 
@@ -287,10 +281,13 @@ class GroupCommitter:
             del self._on_loop[loop]
         assert self.wal is not None
         batch: list[tuple[Job, Future]] = [(job, Future()) for job in pending]
-        if self.wal.failed is None and self._write_on_loop(batch):
-            outcomes = [(waiter, future) for (_, _, waiter), future in batch if waiter is not None]
-            settle([o for o in outcomes if not _stored(o[1])])  # refused or failed: nothing to make durable
-            stored = [o for o in outcomes if _stored(o[1])]
+        if self.wal.failed is None and self._write_here(batch, on_loop=True):
+            stored: list[tuple[asyncio.Future, Future]] = []
+            unstored: list[tuple[asyncio.Future, Future]] = []
+            for (_, _, waiter), future in batch:
+                if waiter is not None:
+                    (stored if _stored(future) else unstored).append((waiter, future))
+            settle(unstored)  # refused or failed: nothing to make durable
             if stored:
                 self.wal.after_commit(loop, stored)
             self._idle_later(loop)
@@ -310,18 +307,18 @@ class GroupCommitter:
         for job in pending:
             self.worker.submit(job)
 
-    def _write_on_loop(self, batch: list[tuple[Job, Future]]) -> bool:
-        """Commit ``batch`` (without SQLite's sync) on this thread if the writer is idle and no other process or
-        connection holds the database's lock; False, having done nothing, if not. On True every future is done."""
-        assert self.wal is not None
+    def _write_here(self, batch: list[tuple[Job, Future]], *, on_loop: bool) -> bool:
+        """Commit ``batch`` on this thread if the writer is idle (nothing queued, no batch running); ``on_loop``, on
+        the loop's connection (without SQLite's sync) and only if no other process or connection holds the
+        database's lock. False, having done nothing, if not; on True every future is done."""
         if self.worker.queued() or not self._turn.acquire(blocking=False):
             return False
         try:
             if self.worker.queued():  # queued meanwhile: it goes first, with the worker
                 return False
-            if self._loop_conn is None and not self._open_loop_connection():
+            if on_loop and self._loop_conn is None and not self._open_loop_connection():
                 return False  # (a failure to connect is the writer thread's to report, as ever)
-            return self._write(batch, on_loop=True)
+            return self._write(batch, on_loop=on_loop)
         finally:
             self._turn.release()
 
@@ -370,7 +367,7 @@ class GroupCommitter:
         assert self.wal is not None
         try:
             conn = self.engine.connect().execution_options(write=True)
-        except Exception:  # noqa: BLE001 - see _write_on_loop
+        except Exception:  # noqa: BLE001 - see _write_here
             return False
         raw = _driver(conn)
         if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -480,10 +477,6 @@ class _Pending(list[Job]):
 def _stored(future: Future) -> bool:
     """The write ran and returned: its rows are in the commit."""
     return future.done() and not future.cancelled() and future.exception() is None
-
-
-def _succeeded(batch: list[tuple[Job, Future]]) -> bool:
-    return any(_stored(future) for _, future in batch)
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:
