@@ -178,6 +178,41 @@ def test_a_lone_write_is_synced_before_it_returns(ws, monkeypatch):
 
 
 @pytest.mark.parametrize("alone", [False, True])
+def test_a_consent_change_on_the_loop_commits_with_its_record_or_leaves_nothing(ws, alone):
+    """The loop begins and commits its transaction on the driver; a consent change is written through SQLAlchemy
+    (its own savepoint) inside it. The change and its record are committed together, a refused write's change is
+    rolled back with it, and the connection serves the next turn."""
+    def needs_training(granted: dict) -> None:
+        if not granted["training"]:
+            raise PermissionError("consent: training needed")
+
+    def record(user: str, consent: dict | None, require=None):
+        return ws.store.submit_record_async(alone=alone, user_id=user, kind="interaction", input=b"x",
+                                            content_hash=f"h-{user}", consent=consent, predicted_label="1",
+                                            require=require)[1]
+
+    async def main() -> None:
+        ws.store.set_consent("cc-b", {"training": True})
+        await record("cc-a", {"training": True})  # a new user's consent, then their record
+        with pytest.raises(PermissionError):  # withdrawn and refused in one write: neither is kept
+            await record("cc-b", {"training": False}, needs_training)
+        conn = ws.store._group_commit()._loop_conn
+        assert conn is not None and not conn.in_transaction()  # SQLAlchemy's view of it is the driver's: closed
+        await record("cc-c", None)  # the next turn, on the same connection
+        assert ws.store._group_commit()._loop_conn is conn and not conn.connection.driver_connection.in_transaction
+
+    asyncio.run(main())
+    with ws.store.engine.connect() as conn:
+        users = {r.user_id: r.consent_training for r in conn.execute(select(t.users))}
+        records = {r.user_id: r.consent_training for r in conn.execute(select(t.records))}
+        events = [(r.user_id, r.granted) for r in conn.execute(select(t.consent_events).order_by(t.consent_events.c.id))]
+    assert users == {"cc-a": True, "cc-b": True, "cc-c": False}
+    assert records == {"cc-a": True, "cc-c": False}
+    assert events == [("cc-b", True), ("cc-a", True)]
+    assert ws.store._group_commit().wal is not None and ws.store._group_commit().wal.failed is None
+
+
+@pytest.mark.parametrize("alone", [False, True])
 def test_a_lock_held_by_another_connection_never_stalls_the_loop(ws, alone):
     """SQLite's write lock held elsewhere (a cycle's transaction, another program): the loop's writes go to the
     writer thread, which waits for it, while the loop goes on serving."""

@@ -145,6 +145,30 @@ def test_rows_where_in_reads_what_sqlalchemy_reads(tmp_path):
     assert got == [("u0", True, False, naive), ("u1", False, True, naive), ("u2", True, False, naive)]
 
 
+def test_rows_where_in_reads_one_value_as_sqlalchemy_does(tmp_path):
+    """A lone write's user is read with a plain ``=`` (not the JSON array): each id alone, present or missing,
+    reads back what SQLAlchemy reads, in one statement."""
+    raw, _ = _engines(tmp_path)
+    ids = ["u0", 'say "hi"', "e\u0301", "中文用户", "x" * 256]
+    users = [{"user_id": u, "consent_training": n % 2 == 0, "consent_analytics": n == 1,
+              "consent_updated_at": WHEN, "created_at": WHEN} for n, u in enumerate(ids)]
+    with raw.begin() as conn:
+        conn.execute(insert(t.users), users)
+    columns = ("consent_training", "consent_analytics", "created_at")
+    with raw.connect() as conn:
+        for wanted in [*ids, "e\u00e9", "missing"]:
+            seen: list[str] = []
+            conn.connection.driver_connection.set_trace_callback(seen.append)
+            got = rows_where_in(conn, t.users, "user_id", columns, [wanted])
+            conn.connection.driver_connection.set_trace_callback(None)
+            expected = conn.execute(select(t.users.c.user_id, *(t.users.c[c] for c in columns))
+                                    .where(t.users.c.user_id == wanted))
+            assert got == [tuple(r) for r in expected], wanted
+            assert len(seen) == 1 and "json" not in seen[0]
+        assert rows_where_in(conn, t.users, "user_id", columns, ["u0"]) == [
+            ("u0", True, False, WHEN.replace(tzinfo=None))]
+
+
 def test_rows_where_in_reads_any_text_exactly_in_one_statement(tmp_path):
     """The rows come back as one JSON array from one statement: every id a person could choose reads back exactly
     (quotes, backslashes, control characters, line separators, astral and combining characters, long ids)."""

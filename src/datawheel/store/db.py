@@ -74,7 +74,7 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # On the driver's connection: through SQLAlchemy's execution layer the BEGIN cost more than a lone insert.
     raw = conn.connection.driver_connection
-    if raw.in_transaction:  # type: ignore[union-attr]  # begun on the driver already (group_commit._begin_now)
+    if raw.in_transaction:  # type: ignore[union-attr]  # begun on the driver already (a loop's group commit)
         return
     raw.execute("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")  # type: ignore[union-attr]
 
@@ -135,23 +135,21 @@ class WriterTurn:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    @contextmanager
-    def now(self) -> Iterator[bool]:
-        """The turn if no other process has it, without waiting: yields whether it was taken (an event loop's
-        writes try again a moment later, or go to the writer thread, rather than stall the loop)."""
+    def take_now(self) -> bool:
+        """The turn if no other process has it, without waiting: whether it was taken (:meth:`release` gives it
+        back). An event loop's writes that find it taken try again a moment later, or go to the writer thread,
+        rather than stall the loop."""
         if self.path is None:
-            yield True
-            return
-        fd = self._open()
+            return True
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._open(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _open(self) -> int:
         assert self.path is not None

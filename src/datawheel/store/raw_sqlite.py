@@ -121,7 +121,9 @@ def rows_where_in(conn: Connection, table: Table, key: str, columns: Sequence[st
 
     The rows come back as one JSON array from one step of one statement: ``sqlite3`` gives up and retakes the
     GIL around every step, once per row read, and under load each retake waited on the event loop's thread.
-    So only columns whose values JSON carries exactly are read this way (text, integers, booleans, times).
+    So only columns whose values JSON carries exactly are read this way (text, integers, booleans, times). One
+    value (a lone write's user) is read with a plain ``=``: a row or none, and the JSON functions cost more
+    than a second step.
     """
     raw = driver(conn)
     if raw is None or not _JSON_BUILT_IN:
@@ -134,11 +136,17 @@ def rows_where_in(conn: Connection, table: Table, key: str, columns: Sequence[st
         if inexact:
             raise TypeError(f"rows_where_in reads text, integer, boolean and time columns only, not {inexact}")
         quote = conn.dialect.identifier_preparer.quote
-        sql = (f"SELECT json_group_array(json_array({', '.join(quote(table.c[n].name) for n in names)})) "
-               f"FROM {quote(table.name)} WHERE {quote(table.c[key].name)} IN ({', '.join('?' for _ in values)})")
+        listed, where = ", ".join(quote(table.c[n].name) for n in names), quote(table.c[key].name)
+        sql = (f"SELECT {listed} FROM {quote(table.name)} WHERE {where} = ?" if len(values) == 1 else
+               f"SELECT json_group_array(json_array({listed})) FROM {quote(table.name)} "
+               f"WHERE {where} IN ({', '.join('?' for _ in values)})")
         processors = tuple(table.c[n].type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
                            for n in names)
         built = _SELECTS[cache_key] = (sql, processors)
     sql, processors = built
-    (found,) = raw.execute(sql, tuple(values)).fetchone()
-    return [tuple(v if p is None else p(v) for p, v in zip(processors, row)) for row in json.loads(found)]
+    if len(values) == 1:
+        rows = raw.execute(sql, tuple(values)).fetchall()
+    else:
+        (found,) = raw.execute(sql, tuple(values)).fetchone()
+        rows = json.loads(found)
+    return [tuple(v if p is None else p(v) for p, v in zip(processors, row)) for row in rows]
