@@ -205,7 +205,8 @@ def test_a_consent_change_on_the_loop_commits_with_its_record_or_leaves_nothing(
     with ws.store.engine.connect() as conn:
         users = {r.user_id: r.consent_training for r in conn.execute(select(t.users))}
         records = {r.user_id: r.consent_training for r in conn.execute(select(t.records))}
-        events = [(r.user_id, r.granted) for r in conn.execute(select(t.consent_events).order_by(t.consent_events.c.id))]
+        events = [(r.user_id, r.granted)
+                  for r in conn.execute(select(t.consent_events).order_by(t.consent_events.c.id))]
     assert users == {"cc-a": True, "cc-b": True, "cc-c": False}
     assert records == {"cc-a": True, "cc-c": False}
     assert events == [("cc-b", True), ("cc-a", True)]
@@ -278,6 +279,28 @@ def test_the_loops_connection_is_let_go_when_idle_and_never_back_to_the_pool(ws)
         with ws.store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL
             assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == 30000
+
+
+def test_the_loops_connection_is_kept_while_writes_keep_coming_and_let_go_once_they_stop(ws):
+    """The idle timer is set once: a write after it was set postpones the release to ``idle_exit`` after that
+    write, not to the timer's first expiry."""
+    committer = GroupCommitter(ws.store.engine, idle_exit=0.3)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        n = 0
+        while loop.time() - started < 0.75:  # writes every 50 ms, for more than two idle periods
+            assert await committer.submit_async(_adds(f"ls-keep-{n}"), alone=n % 2 == 0) == f"ls-keep-{n}"
+            last = loop.time()
+            assert committer._loop_conn is not None
+            n += 1
+            await asyncio.sleep(0.05)
+        while committer._loop_conn is not None and loop.time() - last < 5:
+            await asyncio.sleep(0.01)
+        assert committer._loop_conn is None and loop.time() - last >= 0.3 - 0.01
+
+    asyncio.run(main())
 
 
 def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws, monkeypatch):

@@ -213,6 +213,7 @@ class GroupCommitter:
         #: this database's turn among processes (its lock file is let go with the kept connection)
         self.writer_turn = WriterTurn(engine)
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._wrote_at = 0.0  # the loop's time of its last write (``_idle_later``)
         #: SQLite files: a coroutine's writes are made on its loop's thread, on a connection of their own that
         #: commits without SQLite's sync and never waits for a lock (``_loop_conn``), and made durable by a sync
         #: of the log (``wal``); PostgreSQL and in-memory SQLite keep the writer thread
@@ -263,13 +264,17 @@ class GroupCommitter:
         # without a log to sync (PostgreSQL): the writer thread's transaction, on this thread
         if not self._write_here([((fn, user, None), future)], on_loop=self.wal is not None):
             return False
-        if self.wal is not None and _stored(future):
+        # done, and never cancelled (its job names no waiter to cancel it); ``waiter`` is new, so not done either
+        error = future.exception()
+        if error is None and self.wal is not None:
             try:
                 self.wal.sync_now()
             except Exception as exc:  # noqa: BLE001 - committed but not known durable: not reported stored
-                settle([(waiter, future)], exc)
-                return True
-        settle([(waiter, future)])
+                error = exc
+        if error is None:
+            waiter.set_result(future.result())
+        else:
+            waiter.set_exception(error)
         self._idle_later(loop)
         return True
 
@@ -323,14 +328,20 @@ class GroupCommitter:
             self._turn.release()
 
     def _idle_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let the kept connections go once writes stop, as the writer thread does when idle."""
+        """Let the kept connections go once writes stop, as the writer thread does when idle. The timer is set
+        once and, when it fires, set again for what is left if a write came meanwhile: cancelling and setting it
+        on every write cost a lone write more than the check."""
         if self._keep:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-            self._idle_timer = loop.call_later(self.worker.idle_exit, self._release_if_idle, loop)
+            self._wrote_at = loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_later(self.worker.idle_exit, self._release_if_idle, loop)
 
     def _release_if_idle(self, loop: asyncio.AbstractEventLoop) -> None:
         self._idle_timer = None
+        left = self._wrote_at + self.worker.idle_exit - loop.time()
+        if left > 0:  # written since the timer was set
+            self._idle_timer = loop.call_later(left, self._release_if_idle, loop)
+            return
         if (self.wal is not None and not self.wal.idle()) or not self._turn.acquire(blocking=False):
             self._idle_later(loop)  # writes still waiting for a sync, or a batch running: later
             return
