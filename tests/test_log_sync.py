@@ -381,6 +381,21 @@ def test_unchecked_pages_are_read_as_sqlite_counts_them(tmp_path):
     assert wal_sync._unchecked_pages(str(tmp_path / "missing.db")) == 0
 
 
+def test_lone_writes_with_a_short_log_never_wake_the_sync_thread(ws, monkeypatch):
+    """A lone write syncs on its loop; the log's length is looked at there too, so while the log is short the sync
+    thread is not started at all (waking it to look cost both threads a hand-off of the GIL)."""
+    monkeypatch.setattr(wal_sync, "CHECKPOINT_LOOK_SECONDS", 0.0)
+    committer = GroupCommitter(ws.store.engine)
+
+    async def main() -> None:
+        for n in range(40):
+            assert await committer.submit_async(_adds(f"short-{n}"), alone=True) == f"short-{n}"
+
+    asyncio.run(main())
+    assert committer.wal is not None and wal_sync._unchecked_pages(ws.store.engine.url.database) < 1000
+    assert committer.wal._syncer.thread is None and committer.writes == 40
+
+
 def test_the_sync_thread_checkpoints_the_log_so_the_loop_need_not(ws, monkeypatch):
     monkeypatch.setattr(wal_sync, "CHECKPOINT_PAGES", 8)
     monkeypatch.setattr(wal_sync, "CHECKPOINT_LOOK_SECONDS", 0.0)

@@ -177,11 +177,16 @@ class WalSync:
         self._syncer.submit((fd, dir_fd, loop, rounds, outcomes))
 
     def _checkpoint_later(self) -> None:
-        """Have the sync thread look at the log, and checkpoint it if it is long, at most every
-        ``CHECKPOINT_LOOK_SECONDS``; on the loop."""
+        """Look at the log at most every ``CHECKPOINT_LOOK_SECONDS`` and, if it is long, have the sync thread
+        checkpoint it; on the loop. The look is two numbers read from the log's index: waking the sync thread to
+        read them cost both threads a hand-off of the GIL fifty times a second, however short the log."""
         now = time.monotonic()
-        if not self._checkpoint_queued and now - self._checkpointed_at >= CHECKPOINT_LOOK_SECONDS:
-            self._checkpointed_at, self._checkpoint_queued = now, True
+        if self._checkpoint_queued or now - self._checkpointed_at < CHECKPOINT_LOOK_SECONDS:
+            return
+        self._checkpointed_at = now
+        database = self._database
+        if database is not None and _unchecked_pages(database) >= CHECKPOINT_PAGES:
+            self._checkpoint_queued = True
             self._syncer.submit(_CHECKPOINT)
 
     def _run_rounds(self, batch: list[tuple[_Round | None, Future]]) -> None:
@@ -203,7 +208,7 @@ class WalSync:
         """A passive checkpoint (it waits for nobody and nobody waits for it), on the sync thread's connection."""
         self._checkpoint_queued = False
         database = self._database
-        if database is None or _unchecked_pages(database) < CHECKPOINT_PAGES:
+        if database is None:
             return
         try:
             if self._checkpoint_conn is None:  # read-write, never created: the database is there or nothing is done
