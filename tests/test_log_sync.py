@@ -338,6 +338,39 @@ def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws
     assert stored == ids and syncs
 
 
+def test_predictions_arriving_together_share_a_forward_pass_and_a_commit(ws, monkeypatch):
+    """When the first of them starts, it is the only prediction parsed: it must still wait a turn of the loop
+    for the others rather than run its pass, commit and sync alone (which served one worker's requests strictly
+    one by one under load, at a third of the rate)."""
+    import numpy as np
+
+    from conftest import APP, make_client
+    from datawheel.tasks.image import to_png_base64
+
+    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
+    with make_client(ws) as client:
+        server = client.app.state.services.server
+        passes: list[int] = []
+        answers = server._answers
+        monkeypatch.setattr(server, "_answers", lambda model, batch: passes.append(len(batch)) or answers(model, batch))
+        committer = ws.store._group_commit()
+        commits = committer.batches
+
+        async def burst() -> list:
+            import httpx
+
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                return await asyncio.gather(*[
+                    http.post("/v1/predict", headers=APP, json={"user_id": f"tg-{n}", "input": {"image": image}})
+                    for n in range(16)])
+
+        got = asyncio.run(burst())
+        assert all(r.status_code == 200 for r in got)
+        assert sum(passes) == 16 and len(passes) <= 4, passes
+        assert committer.batches - commits <= 4
+
+
 def test_writes_that_find_the_turn_taken_are_retried_on_the_loop_with_those_submitted_meanwhile(ws):
     """Another server worker holds the turn for a moment: the loop's writes wait for it on the loop (taking the
     writes submitted meanwhile along), not in the writer thread."""

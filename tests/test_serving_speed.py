@@ -258,34 +258,6 @@ async def _lone(server, item):
     return await server.predict_batched(item, "u0")
 
 
-def test_a_request_alone_is_answered_without_a_turn_of_the_loop_unless_a_batch_is_filling(ws, monkeypatch):
-    """``alone`` (no other prediction in flight): the pass runs at once, so the coroutine finishes on its first
-    step; while a batch is filling on the loop, the request joins it all the same."""
-    from datawheel.demo.run import digit_splits
-    from datawheel.models.serving import ModelServer
-
-    server = ModelServer(ws)
-    items = [ws.task.parse({"pixels": p.tolist()}) for p, _ in digit_splits().pool[:3]]
-    expected = [server.predict(item, "u0") for item in items]
-    passes: list[int] = []
-    answers = server._answers
-    monkeypatch.setattr(server, "_answers", lambda model, batch: passes.append(len(batch)) or answers(model, batch))
-
-    async def main() -> None:
-        step = server.predict_batched(items[0], "u0", alone=True)
-        with pytest.raises(StopIteration) as finished:
-            step.send(None)  # no suspension: answered on the first step
-        _same_answers([finished.value.value], expected[:1])
-        assert passes == [1]
-        passes.clear()
-        got = await asyncio.gather(server.predict_batched(items[1], "u1"),
-                                   server.predict_batched(items[2], "u2", alone=True))
-        _same_answers(got, expected[1:])
-        assert passes == [2]  # the second joined the batch the first began
-
-    asyncio.run(main())
-
-
 def test_a_bad_item_fails_alone_in_its_batch(ws):
     import asyncio
 

@@ -146,23 +146,18 @@ class ModelServer:
         loaded = self._model_for(self.refresh(), self._canary, user_id)
         return self._answers(loaded, [item])[0]
 
-    async def predict_batched(self, item: Any, user_id: str | None = None, *, alone: bool = False) -> Answer:
+    async def predict_batched(self, item: Any, user_id: str | None = None) -> Answer:
         """The answer from a forward pass shared with the requests that reached this point in the same turn of
         the event loop (at most ``MAX_INFERENCE_BATCH``).
 
         No thread and no timer: the first request of a batch schedules the pass with ``call_soon``, so it runs
-        as soon as the requests already runnable have queued theirs. Under load, every turn of the loop answers
-        all the requests parsed in it with one pass. Every item in a batch is answered by the models read once
-        for that batch, so a swap never splits a request. ``alone`` (the caller knows of no other request in
-        flight on this loop) with no batch filling: answered now, without the turn of the loop a batch waits for
-        (a lone predict's latency, for nobody to share it with).
+        as soon as the requests already runnable have queued theirs. A lone request waits that one turn and
+        nothing else; under load, every turn of the loop answers all the requests parsed in it with one pass.
+        The turn is not skipped for a request that looks alone: the requests that arrived with it are parsed
+        only in that turn (answering at once served one worker's requests strictly one by one under load). Every item in a batch
+        is answered by the models read once for that batch, so a swap never splits a request.
         """
         loop = asyncio.get_running_loop()
-        if alone and loop not in self._pending:
-            answer = self.answer_all([(item, user_id)])[0]
-            if isinstance(answer, BaseException):
-                raise answer
-            return answer
         future: asyncio.Future[Answer] = loop.create_future()
         pending = self._pending.get(loop)
         if pending is None:

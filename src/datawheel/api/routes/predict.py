@@ -3,7 +3,7 @@
 The route is ``async`` so a request holds no thread while it waits: its input is
 parsed and screened on the event loop (a small image or text: well under a
 millisecond), the answer comes from a forward pass shared with requests that
-arrived meanwhile (:meth:`ModelServer.predict_batched`; a lone one's at once), and the record from a
+arrived meanwhile (:meth:`ModelServer.predict_batched`), and the record from a
 transaction shared with concurrent writes (group commit). The answer is sent
 only once the transaction holding the record is durable, as before.
 
@@ -51,10 +51,9 @@ async def serve_prediction(body: PredictIn, server: ModelServer, ingest: Ingest,
     """
     started = time.perf_counter()
     incoming = ingest.accept(body.user_id, body.input, body.metadata, body.consent.scopes() if body.consent else None)
-    ingest.predicting += 1  # from here to the stored record: a prediction alone is answered and written at once
+    ingest.predicting += 1  # from here to the stored record: a prediction alone has its record written at once
     try:
-        version, label, scores = await server.predict_batched(incoming.item, body.user_id,
-                                                              alone=ingest.predicting <= 1)
+        version, label, scores = await server.predict_batched(incoming.item, body.user_id)
         record_id = await ingest.record_prediction(incoming, label, version)  # durable (or refused) before the answer
     finally:
         ingest.predicting -= 1
