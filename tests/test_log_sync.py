@@ -303,13 +303,32 @@ def test_the_loops_connection_is_kept_while_writes_keep_coming_and_let_go_once_t
     asyncio.run(main())
 
 
+def _predict_together(client, n: int, prefix: str) -> list:
+    """``n`` predictions sent at once over the app's ASGI interface, each for a user of its own."""
+    import httpx
+    import numpy as np
+
+    from conftest import APP
+    from datawheel.tasks.image import to_png_base64
+
+    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
+
+    async def burst() -> list:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await asyncio.gather(*[
+                http.post("/v1/predict", headers=APP, json={"user_id": f"{prefix}-{k}", "input": {"image": image}})
+                for k in range(n)])
+
+    answers = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+    return answers
+
+
 def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws, monkeypatch):
     """Concurrent predicts over the API: every answered prediction's record is stored, and their writes went
     through the loop's commits and the log sync, not the writer thread."""
-    import numpy as np
-
-    from conftest import APP, make_client
-    from datawheel.tasks.image import to_png_base64
+    from conftest import make_client
 
     syncs: list[int] = []
     real = os.fdatasync
@@ -319,19 +338,8 @@ def test_predictions_under_concurrency_are_stored_through_the_loop_and_synced(ws
         real(fd)
 
     monkeypatch.setattr(wal_sync.os, "fdatasync", sync)
-    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
     with make_client(ws) as client:
-        async def burst() -> list:
-            import httpx
-
-            transport = httpx.ASGITransport(app=client.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                return await asyncio.gather(*[
-                    http.post("/v1/predict", headers=APP, json={"user_id": f"lc-{n}", "input": {"image": image}})
-                    for n in range(24)])
-
-        answers = asyncio.run(burst())
-    assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+        answers = _predict_together(client, 24, "lc")
     ids = {r.json()["interaction_id"] for r in answers}
     with ws.store.engine.connect() as conn:
         stored = set(conn.execute(select(t.records.c.id).where(t.records.c.id.in_(ids))).scalars())
@@ -342,12 +350,8 @@ def test_predictions_arriving_together_share_a_forward_pass_and_a_commit(ws, mon
     """When the first of them starts, it is the only prediction parsed: it must still wait a turn of the loop
     for the others rather than run its pass, commit and sync alone (which served one worker's requests strictly
     one by one under load, at a third of the rate)."""
-    import numpy as np
+    from conftest import make_client
 
-    from conftest import APP, make_client
-    from datawheel.tasks.image import to_png_base64
-
-    image = to_png_base64(np.pad(np.full((12, 4), 255, dtype=np.uint8), 8))
     with make_client(ws) as client:
         server = client.app.state.services.server
         passes: list[int] = []
@@ -355,18 +359,7 @@ def test_predictions_arriving_together_share_a_forward_pass_and_a_commit(ws, mon
         monkeypatch.setattr(server, "_answers", lambda model, batch: passes.append(len(batch)) or answers(model, batch))
         committer = ws.store._group_commit()
         commits = committer.batches
-
-        async def burst() -> list:
-            import httpx
-
-            transport = httpx.ASGITransport(app=client.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                return await asyncio.gather(*[
-                    http.post("/v1/predict", headers=APP, json={"user_id": f"tg-{n}", "input": {"image": image}})
-                    for n in range(16)])
-
-        got = asyncio.run(burst())
-        assert all(r.status_code == 200 for r in got)
+        _predict_together(client, 16, "tg")
         assert sum(passes) == 16 and len(passes) <= 4, passes
         assert committer.batches - commits <= 4
 
