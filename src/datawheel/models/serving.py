@@ -154,8 +154,9 @@ class ModelServer:
         as soon as the requests already runnable have queued theirs. A lone request waits that one turn and
         nothing else; under load, every turn of the loop answers all the requests parsed in it with one pass.
         The turn is not skipped for a request that looks alone: the requests that arrived with it are parsed
-        only in that turn (answering at once served one worker's requests strictly one by one under load). Every item in a batch
-        is answered by the models read once for that batch, so a swap never splits a request.
+        only in that turn (answering at once served one worker's requests strictly one by one under load).
+        Every item in a batch is answered by the models read once for that batch, so a swap never splits a
+        request.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
