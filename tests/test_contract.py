@@ -229,6 +229,7 @@ def test_parse_encode_decode_round_trips(name: str):
         assert isinstance(data, bytes) and _same(back, item)
         assert task.encode(back) == data and task.content_hash(back) == task.content_hash(item)
         assert task.content_hash(item) == hashlib.sha256(data).hexdigest()  # what the store and caches key on
+        assert task.encoded(item) == (data, task.content_hash(item))  # what ingest stores, encoded once
     assert len({task.encode(it) for it in items}) == len(items), "a canonical form must not merge distinct inputs"
 
 

@@ -72,10 +72,9 @@ class Ingest:
                predicted_label: str | None = None, model_name: str | None = None,
                model_version: str | None = None, scores: Mapping[str, float] | None = None) -> str:
         """Store the record, committed before returning; the policy's consent rule is checked in the same write."""
-        task = self.ws.task
+        data, digest = self.ws.task.encoded(incoming.item)
         record_id, done = self.ws.store.submit_record(
-            user_id=incoming.user_id, kind=kind, input=task.encode(incoming.item),
-            content_hash=task.content_hash(incoming.item), consent=incoming.consent, label=label,
+            user_id=incoming.user_id, kind=kind, input=data, content_hash=digest, consent=incoming.consent, label=label,
             predicted_label=predicted_label, model_name=self.screen.clean_optional(model_name, "model_name"),
             model_version=self.screen.clean_optional(model_version, "model_version"), meta=incoming.meta,
             require=self.screen.requirement(kind), scores=scores)
@@ -89,10 +88,10 @@ class Ingest:
         As :meth:`record`, but the model's name and version are the server's values, not a client's words, so
         they are not screened (a client-supplied one always is), and the coroutine waits holding no thread.
         """
-        task = self.ws.task
+        data, digest = self.ws.task.encoded(incoming.item)
         record_id, stored = self.ws.store.submit_record_async(
-            alone=self.predicting <= 1, user_id=incoming.user_id, kind="interaction", input=task.encode(incoming.item),
-            content_hash=task.content_hash(incoming.item), consent=incoming.consent, predicted_label=label,
+            alone=self.predicting <= 1, user_id=incoming.user_id, kind="interaction", input=data,
+            content_hash=digest, consent=incoming.consent, predicted_label=label,
             model_name="datawheel", model_version=str(version), meta=incoming.meta,
             require=self.screen.requirement("interaction"))
         await stored
@@ -103,10 +102,10 @@ class Ingest:
                         record_id: str | None = None) -> str:
         """Store a conversation with the answers it was given, durable before returning; the answers pass the same
         screen as the conversation (a model can repeat personal data it was shown)."""
-        task = self.ws.task
         screened = [self.screen.clean_text(a, f"answers[{i}]") for i, a in enumerate(answers)]
+        data, digest = self.ws.task.encoded(incoming.item)
         record_id, done = self.ws.store.submit_exchange(
-            user_id=incoming.user_id, input=task.encode(incoming.item), content_hash=task.content_hash(incoming.item),
+            user_id=incoming.user_id, input=data, content_hash=digest,
             answers=screened, consent=incoming.consent, model_name="datawheel", model_version=model_version,
             meta=incoming.meta, record_id=record_id, require=self.screen.requirement("interaction"))
         done.result()

@@ -135,7 +135,8 @@ def _rows_for_group(out: ChatCurated, task: TextGeneration, group: int, conv: Co
     issue = answer_issue(prompt_text(conv), target, max_chars) if target is not None else None
     if issue:
         return reject(issue)
-    base = {"input": task.encode(conv), "content_hash": task.content_hash(conv),
+    data, digest = task.encoded(conv)
+    base = {"input": data, "content_hash": digest,
             "record_ids": sorted(ex.record_id for ex in exchanges),
             "user_ids": {ex.user_id for ex in exchanges}}
     n_before = len(out.rows)

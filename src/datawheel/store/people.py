@@ -167,16 +167,14 @@ class PeopleQueries:
         """As :meth:`submit_record` (the same fields), from a coroutine on the running loop: the future is the loop's
         own and is resolved there with the batch's other writes (a thread-safe hand-off per write cost more than
         its insert). ``alone``: nothing else is in flight on the loop (``GroupCommitter.submit_async``)."""
-        record_id, insert_record = self._record_write(**{"label": None, "predicted_label": None, "model_name": None,
-                                                         "model_version": None, "meta": None, "require": None,
-                                                         "scores": None, **fields})
+        record_id, insert_record = self._record_write(**fields)
         return record_id, self._group_commit().submit_async(insert_record, fields["user_id"], alone=alone)
 
     def _record_write(self, *, user_id: str, kind: str, input: bytes, content_hash: str,
-                      consent: Mapping[str, bool] | None, label: str | None, predicted_label: str | None,
-                      model_name: str | None, model_version: str | None, meta: dict | None,
-                      require: Callable[[dict[str, bool]], None] | None,
-                      scores: Mapping[str, float] | None) -> tuple[str, Callable[[Batch], None]]:
+                      consent: Mapping[str, bool] | None, label: str | None = None, predicted_label: str | None = None,
+                      model_name: str | None = None, model_version: str | None = None, meta: dict | None = None,
+                      require: Callable[[dict[str, bool]], None] | None = None,
+                      scores: Mapping[str, float] | None = None) -> tuple[str, Callable[[Batch], None]]:
         """A new record's id, and the group-commit write that stores it (or refuses it, leaving nothing)."""
         record_id = new_id()
 

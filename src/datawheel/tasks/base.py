@@ -140,7 +140,12 @@ class Task(ABC):
 
     def content_hash(self, item: Any) -> str:
         """Identity of an item's content, used for de-duplication and lineage."""
-        return hashlib.sha256(self.encode(item)).hexdigest()
+        return self.encoded(item)[1]
+
+    def encoded(self, item: Any) -> tuple[bytes, str]:
+        """The stored bytes and their identity (:meth:`content_hash`), the item encoded once for both."""
+        data = self.encode(item)
+        return data, hashlib.sha256(data).hexdigest()
 
 
 class Predictor(Protocol):
