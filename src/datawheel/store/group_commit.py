@@ -321,9 +321,12 @@ class GroupCommitter:
         try:
             if self.worker.queued():  # queued meanwhile: it goes first, with the worker
                 return False
-            if on_loop and self._loop_conn is None and not self._open_loop_connection():
+            if not on_loop:
+                self._write(batch)
+                return True
+            if self._loop_conn is None and not self._open_loop_connection():
                 return False  # (a failure to connect is the writer thread's to report, as ever)
-            return self._write(batch, on_loop=on_loop)
+            return self._write_on_loop(batch)
         finally:
             self._turn.release()
 
@@ -414,14 +417,8 @@ class GroupCommitter:
             finally:
                 _wake(batch)
 
-    def _write(self, batch: list[tuple[Job, Future]], *, on_loop: bool = False) -> bool:
-        """One transaction for the batch; each future gets its write's outcome.
-
-        ``on_loop``: on the loop's connection (:meth:`_write_on_loop`); False if the writer turn or SQLite's lock
-        is held elsewhere, and then nothing was done.
-        """
-        if on_loop:
-            return self._write_on_loop(batch)
+    def _write(self, batch: list[tuple[Job, Future]]) -> None:
+        """One transaction for the batch, on the writer's connection; each future gets its write's outcome."""
         try:
             conn = self._connection()
             with self.writer_turn(), conn.begin():
@@ -431,16 +428,17 @@ class GroupCommitter:
             _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
-            return True
+            return
         if not self._keep:
             self._close()
-        return self._done(done)
+        self._done(done)
 
     def _write_on_loop(self, batch: list[tuple[Job, Future]]) -> bool:
         """The batch on the loop's connection, its transaction begun and committed on the driver: SQLAlchemy's own
         begin and commit (events, a transaction object, an exit stack) cost a lone predict a tenth of its write.
         SQLAlchemy joins in only if a write reads or writes through it (a consent change's savepoint): it then
-        finds the transaction open, and commits it."""
+        finds the transaction open, and commits it. False, having done nothing, if the writer turn or SQLite's lock
+        is held elsewhere; on True every future is done."""
         assert self.wal is not None and self._loop_conn is not None
         conn = self._loop_conn
         raw = _driver(conn)
@@ -468,7 +466,8 @@ class GroupCommitter:
             return True
         finally:
             self.writer_turn.release()
-        return self._done(done)
+        self._done(done)
+        return True
 
     def _run_batch(self, conn: Connection, batch: list[tuple[Job, Future]]) -> list[tuple[Future, Any]]:
         """Each write of the batch in the open transaction, then the rows they deferred: the writes that returned,
@@ -491,13 +490,12 @@ class GroupCommitter:
         shared._flush()
         return done
 
-    def _done(self, done: list[tuple[Future, Any]]) -> bool:
+    def _done(self, done: list[tuple[Future, Any]]) -> None:
         """The batch committed: its writes' futures get their results."""
         self.batches += 1
         self.writes += len(done)
         for future, result in done:
             future.set_result(result)
-        return True
 
 
 def _fail(batch: list[tuple[Job, Future]], exc: BaseException) -> None:
